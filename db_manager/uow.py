@@ -1,0 +1,249 @@
+"""UnitOfWork: one transaction, committed on success, rolled back on error, always closed.
+
+::
+
+    async with UnitOfWork(engine) as uow:
+        await uow.session.execute(insert(Thing).values(name="x"))
+    # committed here; an exception inside the block rolls back instead
+
+Contract:
+
+* **Lazy** - entering opens nothing; the session (and its pooled connection) appear on
+  first use of :attr:`UnitOfWork.session`. A block that never touches it costs no round trip.
+* **Commit only on a clean exit** - any exception, ``CancelledError`` and
+  ``KeyboardInterrupt`` included, rolls back. A failed commit propagates; it is never
+  swallowed, and a cleanup error never hides the original error.
+* **Always gives the connection back** - rollback and close run in a task of their own that
+  a cancellation (also anyio's repeated, level-triggered one) cannot abandon; the
+  cancellation is re-raised afterwards.
+* **Connection failures are typed** - they leave the block as
+  :class:`~db_manager.errors.DatabaseUnavailable` (``CommitOutcomeUnknown`` during COMMIT).
+* **Single use** - entering twice or using it after exit raises ``UnitOfWorkStateError``.
+* ``await uow.commit()`` inside the block commits what is done so far; the block goes on in a
+  new transaction. ``uow.on_commit(callback)`` runs ``callback`` after a successful commit only.
+
+Subclass it to expose repositories as attributes (see ``app/unit_of_work``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from db_manager.errors import UnitOfWorkStateError, as_unavailable, is_connection_error
+
+__all__ = ["OnCommitCallback", "UnitOfWork", "UnitOfWorkFactory"]
+
+log = structlog.get_logger("db_manager.uow")
+
+OnCommitCallback = Callable[[], Awaitable[object] | object]
+U = TypeVar("U", bound="UnitOfWork")
+_T = TypeVar("_T")
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class UnitOfWork:
+    """One unit of work over an engine or an ``async_sessionmaker``."""
+
+    __slots__ = ("_bind", "_callbacks", "_session", "_state")
+
+    def __init__(self, bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> None:
+        self._bind = bind
+        self._session: AsyncSession | None = None
+        self._state = _State.NEW
+        self._callbacks: list[OnCommitCallback] = []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._state.value}>"
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session, created on first use. Raises if the unit of work is not active."""
+        session = self._session
+        if session is not None and self._state is _State.ACTIVE:
+            return session
+        self._require_active()
+        if isinstance(self._bind, AsyncEngine):
+            session = AsyncSession(bind=self._bind, expire_on_commit=False, close_resets_only=False)
+        else:
+            session = self._bind()
+        self._session = session
+        return session
+
+    @property
+    def closed(self) -> bool:
+        return self._state is _State.CLOSED
+
+    @property
+    def used_database(self) -> bool:
+        """True once the session was asked for (and so may hold a connection)."""
+        return self._session is not None
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.NEW:
+            raise UnitOfWorkStateError(
+                f"{type(self).__name__} is {self._state.value}: a unit of work is used once; "
+                "take a fresh one from the uow_factory"
+            )
+        self._state = _State.ACTIVE
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state is not _State.ACTIVE:
+            return
+        try:
+            if exc is None:
+                await self.commit()
+        except BaseException:
+            await _run_to_completion(self._discard())
+            raise
+        else:
+            await _run_to_completion(self._discard() if exc is not None else self._close())
+        finally:
+            self._state = _State.CLOSED
+        if exc is not None and is_connection_error(exc):
+            raise as_unavailable(exc) from exc
+
+    def on_commit(self, callback: OnCommitCallback) -> None:
+        """Run ``callback()`` (sync or async) after the next successful commit.
+
+        Callbacks are dropped on rollback; one that raises is logged and does not undo the commit.
+        """
+        self._require_active()
+        self._callbacks.append(callback)
+
+    async def commit(self) -> None:
+        """Commit the work done so far and run the ``on_commit`` callbacks."""
+        self._require_active()
+        session = self._session
+        if session is not None:
+            try:
+                await session.commit()
+            except BaseException as exc:
+                self._callbacks.clear()
+                if isinstance(exc, Exception):
+                    log.error("commit failed", error_type=type(exc).__name__, error=_brief(exc))
+                if is_connection_error(exc):
+                    raise as_unavailable(exc, during_commit=True) from exc
+                raise
+        await self._run_callbacks()
+
+    async def rollback(self) -> None:
+        """Roll back the work done so far; ``on_commit`` callbacks registered so far are dropped."""
+        self._require_active()
+        self._callbacks.clear()
+        if self._session is not None:
+            await _run_to_completion(self._session.rollback())
+
+    def _require_active(self) -> None:
+        if self._state is _State.ACTIVE:
+            return
+        if self._state is _State.NEW:
+            raise UnitOfWorkStateError(
+                f"{type(self).__name__} is not entered; use it as `async with uow_factory() as uow:`"
+            )
+        raise UnitOfWorkStateError(
+            f"{type(self).__name__} is already closed; open a new one from the uow_factory "
+            "(background tasks and streams must not borrow a request's unit of work)"
+        )
+
+    async def _run_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception(
+                    "on_commit callback failed",
+                    callback=getattr(callback, "__qualname__", repr(callback)),
+                )
+
+    async def _close(self) -> None:
+        session = self._session
+        if session is not None:
+            await session.close()
+
+    async def _discard(self) -> None:
+        """Roll back and close; log (never raise) a cleanup failure so the original error wins."""
+        self._callbacks.clear()
+        session = self._session
+        if session is None:
+            return
+        try:
+            await session.close()  # close() rolls back the transaction and returns the connection
+        except Exception as exc:
+            log.warning(
+                "rollback during cleanup failed", error_type=type(exc).__name__, error=_brief(exc)
+            )
+            try:
+                await session.invalidate()
+            except Exception:  # pragma: no cover - the connection is already gone
+                log.debug("invalidate after failed rollback failed")
+
+
+class UnitOfWorkFactory(Generic[U]):
+    """A zero-argument callable that returns a fresh unit of work: the thing frameworks get."""
+
+    __slots__ = ("session_factory", "uow_class")
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        uow_class: type[U],
+    ) -> None:
+        self.session_factory = session_factory
+        self.uow_class = uow_class
+
+    def __call__(self) -> U:
+        return self.uow_class(self.session_factory)
+
+    def __repr__(self) -> str:
+        return f"<UnitOfWorkFactory {self.uow_class.__name__}>"
+
+
+async def _run_to_completion(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run cleanup in a task of its own and wait for it even if we are cancelled meanwhile.
+
+    The same technique SQLAlchemy uses for ``AsyncSession.__aexit__`` (its helper is private,
+    so it is restated here). Repeated cancellation (anyio's level-triggered cancel scopes) is
+    absorbed until the cleanup is done, then the first cancellation is re-raised.
+    """
+    task = asyncio.ensure_future(coro)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError as err:
+            if task.done():
+                raise
+            cancelled = err
+        else:
+            break
+    if cancelled is not None:
+        raise cancelled
+    return result
+
+
+def _brief(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__

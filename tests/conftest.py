@@ -1,0 +1,127 @@
+"""Shared fixtures: a PostgreSQL server (required in CI) and per-test databases.
+
+``db_settings`` is parametrized over SQLite and PostgreSQL, so a test that takes it runs
+on both. Every PostgreSQL test gets a database of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from db_manager import DatabaseSettings
+
+PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+PG_ADMIN_DB = os.environ.get("TEST_PG_DATABASE", "test")
+
+
+def _pg_reachable() -> str | None:
+    async def probe() -> None:
+        conn = await asyncpg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB, timeout=3
+        )
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> None:
+    """Skip (outside CI) or fail (in CI) when PostgreSQL cannot be reached."""
+    problem = _pg_reachable()
+    if problem is None:
+        return
+    message = f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable ({problem})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; PostgreSQL tests are required in CI", pytrace=False)
+    print(f"\nSKIPPING PostgreSQL tests: {message}")
+    pytest.skip(message)
+
+
+async def admin_execute(*statements: str) -> None:
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg_database(pg_available: None) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for one test; dropped (connections terminated) afterwards."""
+    name = f"dbm_test_{uuid.uuid4().hex[:12]}"
+    await admin_execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_settings(database: str, **overrides: object) -> DatabaseSettings:
+    values: dict[str, object] = {
+        "driver": "postgresql+asyncpg",
+        "host": PG_HOST,
+        "port": PG_PORT,
+        "user": PG_USER,
+        "database": database,
+        "connect_timeout": 3.0,
+        "create_tables": True,
+    }
+    values.update(overrides)
+    return DatabaseSettings(**values)  # type: ignore[arg-type]
+
+
+def sqlite_settings(path: Path, **overrides: object) -> DatabaseSettings:
+    values: dict[str, object] = {"driver": "sqlite+aiosqlite", "database": str(path)}
+    values.update(overrides)
+    return DatabaseSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def db_settings(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[DatabaseSettings]:
+    """Settings for a fresh, empty database on the parametrized backend."""
+    if backend == "sqlite":
+        yield sqlite_settings(tmp_path / "test.sqlite3")
+        return
+    name: str = await _new_pg_database(request)
+    try:
+        yield pg_settings(name)
+    finally:
+        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _new_pg_database(request: pytest.FixtureRequest) -> str:
+    request.getfixturevalue("pg_available")
+    name = f"dbm_test_{uuid.uuid4().hex[:12]}"
+    await admin_execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+@pytest.fixture(autouse=True)
+def _no_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Tests never read the developer's ./config.toml or DATABASE__* variables."""
+    for name in list(os.environ):
+        if name.upper().startswith(("DATABASE__", "BOT__", "APP__")) or name == "CONFIG_FILE":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield
