@@ -21,6 +21,7 @@ from db_manager.errors import (
     UnitOfWorkStateError,
 )
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
+from db_manager.updates import DuplicateUpdate, TelegramUpdate, prune_updates
 
 __all__ = [
     "NAMING_CONVENTION",
@@ -33,15 +34,18 @@ __all__ = [
     "DatabaseNotStarted",
     "DatabaseSettings",
     "DatabaseUnavailable",
+    "DuplicateUpdate",
     "PoolExhausted",
     "ReadOnlyError",
     "SchemaError",
     "SectionSettings",
     "TableNameError",
+    "TelegramUpdate",
     "UnitOfWork",
     "UnitOfWorkFactory",
     "UnitOfWorkStateError",
     "check_table_name",
     "create_engine",
     "load_settings",
+    "prune_updates",
 ]

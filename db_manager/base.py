@@ -70,7 +70,7 @@ class Base(DeclarativeBase):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         plugin = cls.__dict__.get("__plugin__")
-        if plugin is not None and not _PLUGIN_NAME.match(plugin):
+        if plugin is not None and (not _PLUGIN_NAME.match(plugin) or "__" in plugin):
             raise TableNameError(
                 f"{cls.__name__}: __plugin__ {plugin!r} must be lowercase letters, digits "
                 "and single underscores."

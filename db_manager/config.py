@@ -130,8 +130,11 @@ class DatabaseSettings(SectionSettings):
             return None
         try:
             parsed = make_url(value.get_secret_value())
-        except ArgumentError:
-            raise ValueError("not a valid database URL") from None
+        except (ArgumentError, ValueError):
+            # Never echo the parser's message: it quotes fragments of the URL (the password).
+            raise ValueError(
+                "not a valid database URL (percent-encode special characters in the password)"
+            ) from None
         if parsed.drivername not in SUPPORTED_DRIVERS:
             raise ValueError(
                 f"unsupported driver {parsed.drivername!r}; use one of {', '.join(SUPPORTED_DRIVERS)}"

@@ -35,15 +35,19 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 import structlog
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from db_manager.errors import UnitOfWorkStateError, as_unavailable, is_connection_error
 
-__all__ = ["OnCommitCallback", "UnitOfWork", "UnitOfWorkFactory"]
+__all__ = ["BeginHook", "OnCommitCallback", "UnitOfWork", "UnitOfWorkFactory"]
 
 log = structlog.get_logger("db_manager.uow")
 
 OnCommitCallback = Callable[[], Awaitable[object] | object]
+BeginHook = Callable[[Connection], None]
 U = TypeVar("U", bound="UnitOfWork")
 _T = TypeVar("_T")
 
@@ -57,13 +61,14 @@ class _State(enum.Enum):
 class UnitOfWork:
     """One unit of work over an engine or an ``async_sessionmaker``."""
 
-    __slots__ = ("_bind", "_callbacks", "_session", "_state")
+    __slots__ = ("_begin_hooks", "_bind", "_callbacks", "_session", "_state")
 
     def __init__(self, bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> None:
         self._bind = bind
         self._session: AsyncSession | None = None
         self._state = _State.NEW
         self._callbacks: list[OnCommitCallback] = []
+        self._begin_hooks: list[BeginHook] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._state.value}>"
@@ -80,6 +85,8 @@ class UnitOfWork:
         else:
             session = self._bind()
         self._session = session
+        if self._begin_hooks:
+            event.listen(session.sync_session, "after_begin", self._after_begin)
         return session
 
     @property
@@ -129,6 +136,24 @@ class UnitOfWork:
         self._require_active()
         self._callbacks.append(callback)
 
+    def on_begin(self, hook: BeginHook) -> None:
+        """Run ``hook(connection)`` inside each transaction this unit of work begins, until one
+        commits; ``connection`` is the synchronous :class:`~sqlalchemy.engine.Connection`.
+
+        The hook runs only if the database is used at all, so it adds no round trip to a unit
+        of work that never touches it. The webhook uses it to record an update's id in the same
+        transaction as the handler's writes.
+        """
+        self._require_active()
+        first = not self._begin_hooks
+        self._begin_hooks.append(hook)
+        if first and self._session is not None:
+            event.listen(self._session.sync_session, "after_begin", self._after_begin)
+
+    def _after_begin(self, _session: Session, _transaction: Any, connection: Connection) -> None:
+        for hook in list(self._begin_hooks):
+            hook(connection)
+
     async def commit(self) -> None:
         """Commit the work done so far and run the ``on_commit`` callbacks."""
         self._require_active()
@@ -137,12 +162,13 @@ class UnitOfWork:
             try:
                 await session.commit()
             except BaseException as exc:
+                # Not logged here: the caller (or the framework adapter, once, with the
+                # request path or update id) decides how to report it.
                 self._callbacks.clear()
-                if isinstance(exc, Exception):
-                    log.error("commit failed", error_type=type(exc).__name__, error=_brief(exc))
                 if is_connection_error(exc):
                     raise as_unavailable(exc, during_commit=True) from exc
                 raise
+        self._begin_hooks.clear()
         await self._run_callbacks()
 
     async def rollback(self) -> None:

@@ -1,0 +1,322 @@
+"""FastAPI adapter: lifespan, ``Depends(get_uow)``, health endpoints and error mapping.
+
+::
+
+    from fastapi import FastAPI
+    from db_manager.fastapi import UowDep, database_lifespan, health_router, install_error_handlers
+
+    app = FastAPI(lifespan=database_lifespan(settings), max_body_size=1 << 20)
+    install_error_handlers(app)
+    app.include_router(health_router())
+
+    @app.post("/things", status_code=201)
+    async def create_thing(uow: UowDep) -> dict[str, str]:
+        uow.session.add(Thing(name="x"))
+        return {"status": "created"}    # committed before the 201 leaves
+
+The lifespan keeps on ``app.state``: ``database`` (the started :class:`Database`),
+``engine``, ``uow_factory`` and ``services`` (a :class:`ServiceRegistry` where the engine is
+``"db_manager:engine"``). Nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import MetaData
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from db_manager.config import DatabaseSettings, load_settings
+from db_manager.database import Database
+from db_manager.errors import (
+    DatabaseManagerError,
+    DatabaseUnavailable,
+    as_unavailable,
+    is_connection_error,
+)
+from db_manager.uow import UnitOfWork, UnitOfWorkFactory
+
+__all__ = [
+    "DATABASE_SERVICE",
+    "ENGINE_SERVICE",
+    "UOW_FACTORY_SERVICE",
+    "EngineDep",
+    "OneLineStartupErrors",
+    "ServiceRegistry",
+    "UowDep",
+    "UowFactoryDep",
+    "database_lifespan",
+    "get_database",
+    "get_engine",
+    "get_services",
+    "get_uow",
+    "get_uow_factory",
+    "health_router",
+    "install_error_handlers",
+]
+
+log = structlog.get_logger("db_manager.fastapi")
+
+ENGINE_SERVICE = "db_manager:engine"
+DATABASE_SERVICE = "db_manager:database"
+UOW_FACTORY_SERVICE = "db_manager:uow_factory"
+
+
+class ServiceRegistry:
+    """Services of an application by ``plugin:name``, kept on ``app.state.services``."""
+
+    __slots__ = ("_services",)
+
+    def __init__(self) -> None:
+        self._services: dict[str, object] = {}
+
+    def register(self, name: str, service: object) -> None:
+        plugin, sep, local = name.partition(":")
+        if not (plugin and sep and local):
+            raise ValueError(f"service name {name!r} must look like 'plugin:name'")
+        self._services[name] = service
+
+    def unregister(self, name: str) -> None:
+        self._services.pop(name, None)
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._services[name]
+        except KeyError:
+            known = ", ".join(sorted(self._services)) or "none"
+            raise LookupError(f"no service {name!r} is registered (registered: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._services
+
+    def names(self) -> list[str]:
+        return sorted(self._services)
+
+
+def get_services(app: FastAPI) -> ServiceRegistry:
+    """The app's service registry, created on first use."""
+    registry = getattr(app.state, "services", None)
+    if registry is None:
+        registry = ServiceRegistry()
+        app.state.services = registry
+    return registry
+
+
+def database_lifespan(
+    settings: DatabaseSettings | None = None,
+    *,
+    uow_class: type[UnitOfWork] = UnitOfWork,
+    metadata: MetaData | None = None,
+    config_file: str | None = None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """A lifespan that starts the database and stores it on ``app.state``.
+
+    With no ``settings`` they are loaded (config file, env) when the app starts, not before.
+    Compose it with your own lifespan by nesting: ``async with database_lifespan(s)(app): ...``.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings if settings is not None else load_settings(config_file=config_file)
+        database = Database(resolved, uow_class=uow_class, metadata=metadata)
+        await database.start()
+        try:
+            if resolved.create_tables:
+                await database.create_all()
+            services = get_services(app)
+            app.state.database = database
+            app.state.engine = database.engine
+            app.state.uow_factory = database.uow_factory
+            services.register(DATABASE_SERVICE, database)
+            services.register(ENGINE_SERVICE, database.engine)
+            services.register(UOW_FACTORY_SERVICE, database.uow_factory)
+            yield
+        finally:
+            services = get_services(app)
+            for name in (ENGINE_SERVICE, DATABASE_SERVICE, UOW_FACTORY_SERVICE):
+                services.unregister(name)
+            await database.dispose()
+
+    return lifespan
+
+
+# -- dependencies ------------------------------------------------------------------------
+
+
+async def get_database(request: Request) -> Database[Any]:
+    database: Database[Any] | None = getattr(request.app.state, "database", None)
+    if database is None:
+        raise DatabaseManagerError(
+            "no database on app.state; add `lifespan=database_lifespan(...)` to the app"
+        )
+    return database
+
+
+async def get_engine(request: Request) -> AsyncEngine:
+    return (await get_database(request)).engine
+
+
+async def get_uow_factory(request: Request) -> UnitOfWorkFactory[Any]:
+    """The process's uow_factory, for work that outlives the request (background tasks)."""
+    factory: UnitOfWorkFactory[Any] | None = getattr(request.app.state, "uow_factory", None)
+    if factory is None:
+        raise DatabaseManagerError(
+            "no uow_factory on app.state; add `lifespan=database_lifespan(...)` to the app"
+        )
+    return factory
+
+
+async def get_uow(request: Request) -> AsyncIterator[Any]:
+    """One UnitOfWork per request: committed when the handler returns, rolled back if it raises.
+
+    Use it through :data:`UowDep` (or your own alias with ``scope="function"``), so the
+    commit happens before the response is sent.
+    """
+    factory: UnitOfWorkFactory[Any] | None = getattr(request.app.state, "uow_factory", None)
+    if factory is None:
+        factory = await get_uow_factory(request)
+    async with factory() as uow:
+        yield uow
+
+
+# scope="function": the exit code (the COMMIT) runs when the handler returns, before the
+# response is sent; FastAPI's default scope would commit after the client already has its 2xx.
+UowDep = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+UowFactoryDep = Annotated[UnitOfWorkFactory[Any], Depends(get_uow_factory)]
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+def health_router(*, prefix: str = "/health", ready_timeout: float = 2.0) -> APIRouter:
+    """``GET /health/live`` (no database) and ``GET /health/ready`` (``SELECT 1``, bounded)."""
+    router = APIRouter(prefix=prefix, tags=["health"])
+
+    @router.get("/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        database: Database[Any] | None = getattr(request.app.state, "database", None)
+        if database is None or not database.started:
+            return _not_ready("database not started")
+        try:
+            latency = await database.ping(within=ready_timeout)
+        except DatabaseUnavailable as exc:
+            return _not_ready(str(exc))
+        return JSONResponse(
+            {"status": "ok", "database": {"status": "ok", "latency_ms": round(latency, 3)}}
+        )
+
+    return router
+
+
+def _not_ready(reason: str) -> JSONResponse:
+    return JSONResponse(
+        {"status": "unavailable", "database": {"status": "unavailable", "reason": reason}},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map database errors a handler did not handle to JSON: 503, 409 or 500; log each once."""
+    app.add_exception_handler(DatabaseUnavailable, _unavailable_handler)
+    app.add_exception_handler(IntegrityError, _integrity_handler)
+    app.add_exception_handler(SQLAlchemyError, _sqlalchemy_handler)
+    app.add_middleware(OneLineStartupErrors)
+
+
+async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "database unavailable",
+        path=request.url.path,
+        method=request.method,
+        error_type=type(exc).__name__,
+        error=str(exc),
+    )
+    retry_after = getattr(exc, "retry_after", 1)
+    return JSONResponse(
+        {"detail": "The database is unavailable; retry shortly.", "error": "database_unavailable"},
+        status_code=503,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "integrity error",
+        path=request.url.path,
+        method=request.method,
+        error=_brief(exc),
+    )
+    return JSONResponse(
+        {"detail": "The request conflicts with existing data.", "error": "conflict"},
+        status_code=409,
+    )
+
+
+async def _sqlalchemy_handler(request: Request, exc: Exception) -> JSONResponse:
+    if is_connection_error(exc):
+        return await _unavailable_handler(request, as_unavailable(exc))
+    log.error(
+        "database error",
+        path=request.url.path,
+        method=request.method,
+        error_type=type(exc).__name__,
+        error=_brief(exc),
+    )
+    return JSONResponse(
+        {"detail": "Internal server error.", "error": "database_error"}, status_code=500
+    )
+
+
+def _brief(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+class OneLineStartupErrors:
+    """Report a db_manager error during startup as one line instead of a traceback.
+
+    Starlette sends ``lifespan.startup.failed`` with the formatted traceback; for our own
+    errors (bad config, unreachable database) the message already says everything.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        reported = False
+
+        async def send_one_line(message: Message) -> None:
+            nonlocal reported
+            if message["type"] == "lifespan.startup.failed":
+                exc = sys.exc_info()[1]
+                if isinstance(exc, DatabaseManagerError):
+                    message = {**message, "message": f"{type(exc).__name__}: {exc}"}
+                    reported = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_one_line)
+        except DatabaseManagerError:
+            if not reported:
+                raise
