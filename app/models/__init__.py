@@ -1,0 +1,21 @@
+"""The app's tables, all named ``app__<table>`` through :class:`AppModel`."""
+
+from app.models.base import AppModel, UTCDateTime, utcnow
+from app.models.novel_message import MessageDirection, NovelMessage
+from app.models.novel_state import NovelState
+from app.models.payment import Payment, PaymentStatus
+from app.models.referral_link import ReferralLink
+from app.models.user import User
+
+__all__ = [
+    "AppModel",
+    "MessageDirection",
+    "NovelMessage",
+    "NovelState",
+    "Payment",
+    "PaymentStatus",
+    "ReferralLink",
+    "UTCDateTime",
+    "User",
+    "utcnow",
+]

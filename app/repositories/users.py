@@ -1,0 +1,79 @@
+"""``UserRepository``: queries on ``app__users``. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import User
+
+__all__ = ["UserRepository"]
+
+# Referral chains are short; the bound only keeps a corrupt (cyclic) chain from looping.
+_MAX_CHAIN_DEPTH = 1000
+
+
+class UserRepository:
+    __slots__ = ("session",)
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: int) -> User | None:
+        return await self.session.get(User, user_id)
+
+    async def get_by_telegram_id(self, telegram_id: int) -> User | None:
+        result = await self.session.execute(select(User).where(User.telegram_id == telegram_id))
+        return result.scalar_one_or_none()
+
+    async def add(self, user: User) -> User:
+        """Add ``user`` and flush, so it has its ``id`` (an IntegrityError surfaces here)."""
+        self.session.add(user)
+        await self.session.flush([user])
+        return user
+
+    async def lock(self, *user_ids: int) -> Sequence[User]:
+        """Lock the rows (``FOR UPDATE`` in id order, so two callers never deadlock) and
+        refresh the loaded objects from them. SQLite serializes writers and ignores the lock."""
+        stmt = (
+            select(User)
+            .where(User.id.in_(sorted(set(user_ids))))
+            .order_by(User.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(stmt)).all()
+
+    async def count(self) -> int:
+        return await self.session.scalar(select(func.count()).select_from(User)) or 0
+
+    async def count_referrals(self, user_id: int) -> int:
+        """How many users ``user_id`` referred."""
+        stmt = select(func.count()).select_from(User).where(User.referrer_id == user_id)
+        return await self.session.scalar(stmt) or 0
+
+    async def count_referred(self) -> int:
+        """How many users came through somebody's referral link."""
+        stmt = select(func.count()).select_from(User).where(User.referrer_id.is_not(None))
+        return await self.session.scalar(stmt) or 0
+
+    async def referrer_chain_contains(self, start_id: int, user_id: int) -> bool:
+        """True if ``user_id`` is ``start_id`` or one of its referrers, referrers' referrers, ...
+
+        One recursive query (portable to SQLite and PostgreSQL) instead of a round trip per step.
+        """
+        chain = (
+            select(User.id, User.referrer_id, literal(0).label("depth"))
+            .where(User.id == start_id)
+            .cte("referrer_chain", recursive=True)
+        )
+        parent = User.__table__.alias("parent")
+        chain = chain.union_all(
+            select(parent.c.id, parent.c.referrer_id, (chain.c.depth + 1).label("depth")).where(
+                parent.c.id == chain.c.referrer_id, chain.c.depth < _MAX_CHAIN_DEPTH
+            )
+        )
+        stmt = select(chain.c.id).where(chain.c.id == user_id).limit(1)
+        return await self.session.scalar(stmt) is not None
