@@ -1,0 +1,57 @@
+"""The composition root: ``create_app(settings)`` builds everything once, at start.
+
+Nothing here runs at import: uvicorn calls ``create_app`` (``--factory``), tests call it
+with their own settings and a recording bot session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiogram.client.session.base import BaseSession
+from fastapi import FastAPI
+from contextlib import asynccontextmanager
+
+from app.api import build_api_router
+from app.bot import build_dispatcher
+from app.config import Settings, load_app_settings
+from app.logs import configure_logging
+from app.unit_of_work import AppUnitOfWork
+from db_manager.aiogram import telegram_lifespan, telegram_webhook_router
+from db_manager.fastapi import database_lifespan, health_router, install_error_handlers
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    bot_session: BaseSession | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """Build the FastAPI app: database, bot webhook, health and the HTTP API."""
+    settings = settings if settings is not None else load_app_settings()
+    if configure_logs:
+        configure_logging(settings.app.log_level, settings.app.log_format)
+    dispatcher = build_dispatcher()
+    database = database_lifespan(settings.database, uow_class=AppUnitOfWork)
+    telegram = telegram_lifespan(settings.bot, dispatcher, session=bot_session)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        async with database(app), telegram(app):
+            yield
+
+    app = FastAPI(
+        title="db_manager reference app",
+        lifespan=lifespan,
+        max_body_size=settings.app.max_body_size,
+    )
+    install_error_handlers(app)
+    app.include_router(health_router())
+    app.include_router(
+        telegram_webhook_router(settings.bot.webhook_path, max_body_size=settings.bot.max_body_size)
+    )
+    app.include_router(build_api_router(settings.app))
+    return app
