@@ -27,5 +27,5 @@ class NovelStateRepository:
     async def add(self, state: NovelState) -> NovelState:
         """Add ``state`` and flush (a second state for one user raises IntegrityError here)."""
         self.session.add(state)
-        await self.session.flush([state])
+        await self.session.flush()
         return state

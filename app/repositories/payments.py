@@ -27,7 +27,7 @@ class PaymentRepository:
     async def add(self, payment: Payment) -> Payment:
         """Add ``payment`` and flush (a duplicate charge id raises IntegrityError here)."""
         self.session.add(payment)
-        await self.session.flush([payment])
+        await self.session.flush()
         return payment
 
     async def list_for_user(self, user_id: int) -> Sequence[Payment]:

@@ -28,7 +28,7 @@ class ReferralRepository:
     async def add(self, link: ReferralLink) -> ReferralLink:
         """Add ``link`` and flush (a duplicate owner or code raises IntegrityError here)."""
         self.session.add(link)
-        await self.session.flush([link])
+        await self.session.flush()
         return link
 
     async def increment_uses(self, link: ReferralLink) -> None:

@@ -31,7 +31,7 @@ class UserRepository:
     async def add(self, user: User) -> User:
         """Add ``user`` and flush, so it has its ``id`` (an IntegrityError surfaces here)."""
         self.session.add(user)
-        await self.session.flush([user])
+        await self.session.flush()
         return user
 
     async def lock(self, *user_ids: int) -> Sequence[User]:

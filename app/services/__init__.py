@@ -1,0 +1,60 @@
+"""Business rules of the app. No HTTP or Telegram types; each function takes the
+:class:`~app.unit_of_work.AppUnitOfWork` and never commits (the caller's unit of work does)."""
+
+from app.services.errors import ChoiceNotAvailable, PremiumRequired, ServiceError, UserNotFound
+from app.services.novel import (
+    advance_story,
+    ensure_novel_state,
+    get_novel_state,
+    log_message,
+    show_scene,
+)
+from app.services.payments import (
+    PREMIUM_CURRENCY,
+    PREMIUM_DESCRIPTION,
+    PREMIUM_PAYLOAD,
+    PREMIUM_PRICE_XTR,
+    PREMIUM_TITLE,
+    record_successful_payment,
+    validate_pre_checkout,
+)
+from app.services.referrals import (
+    ReferralResult,
+    attach_referrer,
+    ensure_referral_link,
+    new_referral_code,
+    referral_link_code,
+)
+from app.services.stats import PaymentInfo, Stats, UserProfile, stats, user_payments, user_profile
+from app.services.users import register_user
+
+__all__ = [
+    "PREMIUM_CURRENCY",
+    "PREMIUM_DESCRIPTION",
+    "PREMIUM_PAYLOAD",
+    "PREMIUM_PRICE_XTR",
+    "PREMIUM_TITLE",
+    "ChoiceNotAvailable",
+    "PaymentInfo",
+    "PremiumRequired",
+    "ReferralResult",
+    "ServiceError",
+    "Stats",
+    "UserNotFound",
+    "UserProfile",
+    "advance_story",
+    "attach_referrer",
+    "ensure_novel_state",
+    "ensure_referral_link",
+    "get_novel_state",
+    "log_message",
+    "new_referral_code",
+    "record_successful_payment",
+    "referral_link_code",
+    "register_user",
+    "show_scene",
+    "stats",
+    "user_payments",
+    "user_profile",
+    "validate_pre_checkout",
+]

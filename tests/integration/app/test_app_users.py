@@ -1,0 +1,95 @@
+"""register_user: idempotent, also under concurrency, and sets up link and novel state."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from app.models import NovelState, ReferralLink, User
+from app.services import register_user
+from app.story import Story
+from app.unit_of_work import AppUnitOfWork
+from db_manager import UnitOfWorkFactory
+
+
+async def _count(uow_factory: UnitOfWorkFactory[AppUnitOfWork], model: type[object]) -> int:
+    async with uow_factory() as uow:
+        return await uow.session.scalar(select(func.count()).select_from(model)) or 0
+
+
+async def test_register_creates_user_with_referral_link_and_novel_state(
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story
+) -> None:
+    async with uow_factory() as uow:
+        user, created = await register_user(
+            uow, 10**12, "alice", "Alice", "Liddell", "en", story=story
+        )
+    assert created
+    assert user.id is not None
+    assert user.created_at.tzinfo is not None
+    async with uow_factory() as uow:
+        stored = await uow.users.get_by_telegram_id(10**12)
+        assert stored is not None
+        assert (stored.username, stored.first_name, stored.last_name, stored.language_code) == (
+            "alice",
+            "Alice",
+            "Liddell",
+            "en",
+        )
+        assert stored.created_at.tzinfo is not None
+        link = await uow.referrals.get_by_owner(stored.id)
+        assert link is not None and link.uses == 0 and len(link.code) >= 8
+        state = await uow.novel_states.get_for_user(stored.id)
+        assert state is not None
+        assert state.scene == story.start and state.variables == {} and not state.premium
+
+
+async def test_repeated_register_creates_no_second_user_and_updates_the_profile(
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story
+) -> None:
+    async with uow_factory() as uow:
+        first, created = await register_user(uow, 42, "old", "A", None, "en", story=story)
+    assert created
+    for _ in range(2):
+        async with uow_factory() as uow:
+            again, created = await register_user(uow, 42, "new", "A", None, "de", story=story)
+        assert not created
+        assert again.id == first.id
+    async with uow_factory() as uow:
+        stored = await uow.users.get_by_telegram_id(42)
+        assert stored is not None and stored.username == "new" and stored.language_code == "de"
+    assert await _count(uow_factory, User) == 1
+    assert await _count(uow_factory, ReferralLink) == 1
+    assert await _count(uow_factory, NovelState) == 1
+
+
+async def test_concurrent_registrations_of_one_id_create_one_user(
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story
+) -> None:
+    async def start() -> tuple[int, bool]:
+        async with uow_factory() as uow:
+            user, created = await register_user(uow, 777, "race", None, None, None, story=story)
+            return user.id, created
+
+    results = await asyncio.gather(start(), start(), start())
+    assert len({user_id for user_id, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False, False, True]
+    assert await _count(uow_factory, User) == 1
+    assert await _count(uow_factory, ReferralLink) == 1
+    assert await _count(uow_factory, NovelState) == 1
+
+
+async def test_register_without_a_story_starts_at_the_story_start_later(
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story
+) -> None:
+    from app.services import get_novel_state
+
+    async with uow_factory() as uow:
+        user, _ = await register_user(uow, 5)
+    async with uow_factory() as uow:
+        state = await get_novel_state(uow, user, story)
+        assert state.scene == story.start
+    async with uow_factory() as uow:
+        stored = await uow.novel_states.get_for_user(user.id)
+        assert stored is not None and stored.scene == story.start
