@@ -1,8 +1,8 @@
 """``python -m app``: run the server, register the webhook, manage the schema.
 
-    python -m app run [--host H] [--port P] [--workers N]
-    python -m app set-webhook
-    python -m app prune-updates [--days N]
+python -m app run [--host H] [--port P] [--workers N]
+python -m app set-webhook
+python -m app prune-updates [--days N]
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import argparse
 import asyncio
 import sys
 
-from db_manager import ConfigError, Database, DatabaseManagerError, prune_updates
-
 from app.config import load_app_settings
+from db_manager import ConfigError, Database, DatabaseManagerError, prune_updates
 
 __all__ = ["main"]
 
@@ -29,6 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("set-webhook", help="register the webhook with Telegram (once per deploy)")
     prune = commands.add_parser("prune-updates", help="delete old processed-update records")
     prune.add_argument("--days", type=float, default=3.0)
+    db = commands.add_parser("db", help="schema migrations (Alembic)")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="upgrade to a revision (default head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.add_argument("--sql", action="store_true", help="print SQL instead of running it")
+    downgrade = db_commands.add_parser("downgrade", help="downgrade to a revision (e.g. base)")
+    downgrade.add_argument("revision")
+    downgrade.add_argument("--sql", action="store_true", help="print SQL instead of running it")
+    revision = db_commands.add_parser("revision", help="create a revision file")
+    revision.add_argument("-m", "--message", required=True)
+    revision.add_argument("--autogenerate", action="store_true")
+    stamp = db_commands.add_parser("stamp", help="mark the database as at a revision")
+    stamp.add_argument("revision", nargs="?", default="head")
+    db_commands.add_parser("current", help="show the database's revision")
+    db_commands.add_parser("check", help="fail if the models differ from the migrations")
     args = parser.parse_args(argv)
 
     try:
@@ -43,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_set_webhook(settings))
         if args.command == "prune-updates":
             return asyncio.run(_prune(settings, args.days))
+        if args.command == "db":
+            return _db(settings, args)
     except DatabaseManagerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
@@ -95,6 +111,35 @@ async def _prune(settings, days: float) -> int:  # type: ignore[no-untyped-def]
         await database.dispose()
     print(f"deleted {deleted} update records")
     return 0
+
+
+def _db(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from alembic import command
+    from alembic.util.exc import CommandError
+
+    from db_manager.migrations import alembic_config
+
+    config = alembic_config(MIGRATIONS, settings.database)
+    try:
+        if args.db_command == "upgrade":
+            command.upgrade(config, args.revision, sql=args.sql)
+        elif args.db_command == "downgrade":
+            command.downgrade(config, args.revision, sql=args.sql)
+        elif args.db_command == "revision":
+            command.revision(config, message=args.message, autogenerate=args.autogenerate)
+        elif args.db_command == "stamp":
+            command.stamp(config, args.revision)
+        elif args.db_command == "current":
+            command.current(config, verbose=True)
+        elif args.db_command == "check":
+            command.check(config)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+MIGRATIONS = "app:migrations"
 
 
 if __name__ == "__main__":

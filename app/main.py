@@ -7,10 +7,10 @@ with their own settings and a recording bot session.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiogram.client.session.base import BaseSession
 from fastapi import FastAPI
-from contextlib import asynccontextmanager
 
 from app.api import build_api_router
 from app.bot import build_dispatcher

@@ -63,7 +63,8 @@ class SectionSettings(BaseSettings):
     # Keys whose values never appear in error messages.
     secret_keys: ClassVar[frozenset[str]] = frozenset()
 
-    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False)
+    # env_ignore_empty: an empty variable (BOT__TOKEN= in a compose file) means "not set".
+    model_config = SettingsConfigDict(extra="forbid", case_sensitive=False, env_ignore_empty=True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -119,6 +120,11 @@ class DatabaseSettings(SectionSettings):
     command_timeout: float | None = Field(default=None, gt=0)
     statement_timeout: float | None = Field(default=None, gt=0)
     idle_in_transaction_timeout: float | None = Field(default=60.0, gt=0)
+    # PostgreSQL >= 14: how often a running query checks that its client is still connected.
+    # A connection force-closed while its query runs (what SQLAlchemy does when anyio's cancel
+    # scopes cancel it again during cleanup) then stops that query within this interval instead
+    # of running it to the end. 0 turns it off (needed for PostgreSQL 13 and older).
+    client_connection_check_interval: float = Field(default=1.0, ge=0)
     sqlite_busy_timeout: float = Field(default=5.0, ge=0)
     application_name: str = "db_manager"
     pgbouncer: bool = False

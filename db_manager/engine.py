@@ -8,7 +8,9 @@ Dialect tuning lives here and nowhere else:
   but waits up to ``sqlite_busy_timeout``).
 * asyncpg: a connect timeout (asyncpg's own is 60 s), an optional ``command_timeout``,
   server-side ``statement_timeout`` / ``idle_in_transaction_session_timeout`` (a cancelled
-  client does not reliably stop a query on the server; these do), and the PgBouncer switch.
+  client does not reliably stop a query on the server; these do),
+  ``client_connection_check_interval`` (a query whose connection was force-closed stops),
+  and the PgBouncer switch.
 
 Parameters are hidden from logs and exception messages unless ``hide_parameters = false``.
 """
@@ -21,7 +23,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
 
 from db_manager.config import DatabaseSettings
 
@@ -49,7 +51,7 @@ def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngi
             )
         kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout}
         kwargs.update(engine_kwargs)
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, **_fit_pool_arguments(kwargs))
         _tune_sqlite(engine, settings, memory=memory)
         return engine
 
@@ -73,6 +75,12 @@ def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngi
             server_settings["idle_in_transaction_session_timeout"] = str(
                 int(settings.idle_in_transaction_timeout * 1000)
             )
+        if settings.client_connection_check_interval > 0:
+            # asyncpg's cancel request is lost when the connection is force-closed (anyio
+            # re-cancels SQLAlchemy's graceful close); this makes the server notice instead.
+            server_settings["client_connection_check_interval"] = str(
+                max(1, int(settings.client_connection_check_interval * 1000))
+            )
         connect_args["server_settings"] = server_settings
     kwargs.update(
         pool_size=settings.pool_size,
@@ -82,7 +90,16 @@ def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngi
         connect_args=connect_args,
     )
     kwargs.update(engine_kwargs)
-    return create_async_engine(url, **kwargs)
+    return create_async_engine(url, **_fit_pool_arguments(kwargs))
+
+
+def _fit_pool_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Drop queue-pool sizing when the caller chose a pool without a queue (NullPool, ...)."""
+    poolclass = kwargs.get("poolclass")
+    if poolclass is not None and poolclass in (NullPool, StaticPool):
+        for key in ("pool_size", "max_overflow", "pool_timeout"):
+            kwargs.pop(key, None)
+    return kwargs
 
 
 def _unique_statement_name() -> str:

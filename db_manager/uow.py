@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -241,6 +242,19 @@ class UnitOfWorkFactory(Generic[U]):
 
     def __call__(self) -> U:
         return self.uow_class(self.session_factory)
+
+    @contextmanager
+    def override(self, session_factory: async_sessionmaker[AsyncSession]) -> Iterator[None]:
+        """Make this factory's units of work use ``session_factory`` inside the ``with``.
+
+        For tests (``db_manager.testing`` binds them to a connection whose outer transaction
+        is rolled back): everyone holding this factory, HTTP and bot alike, sees the change.
+        """
+        previous, self.session_factory = self.session_factory, session_factory
+        try:
+            yield
+        finally:
+            self.session_factory = previous
 
     def __repr__(self) -> str:
         return f"<UnitOfWorkFactory {self.uow_class.__name__}>"

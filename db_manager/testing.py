@@ -1,0 +1,150 @@
+"""A pytest plugin: every test runs inside one transaction that is rolled back at its end.
+
+Enable it with one line in ``conftest.py``::
+
+    pytest_plugins = ["db_manager.testing"]
+
+Fixtures:
+
+* ``dbm_settings`` - the test database: ``$DB_MANAGER_TEST_DATABASE_URL`` (for example
+  ``postgresql+asyncpg://postgres@127.0.0.1/test``) or else a temporary SQLite file.
+* ``dbm_metadata`` - the tables to create once per run (default ``db_manager.Base.metadata``).
+* ``dbm_engine`` - an engine on that database, tables created.
+* ``dbm_connection`` - one connection with an outer transaction, rolled back after the test.
+* ``dbm_session_factory`` / ``dbm_uow_factory`` - sessions joined to that transaction with
+  ``join_transaction_mode="create_savepoint"``: code under test may ``commit()`` (a
+  savepoint is released) and the test still leaves nothing behind.
+* ``dbm_client`` - an ``httpx.AsyncClient`` for the FastAPI app of your ``dbm_app`` fixture,
+  lifespan running, whose ``uow_factory`` (HTTP ``get_uow`` and the bot middleware alike)
+  is bound to the test's transaction.
+
+Concurrency: all units of work share the test's one connection, so ``dbm_client`` runs
+requests one at a time (concurrent requests in a test are queued, not interleaved); a
+test that needs true concurrency should use a real database without this plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from db_manager.base import Base
+from db_manager.config import DatabaseSettings
+from db_manager.engine import create_engine
+from db_manager.uow import UnitOfWork, UnitOfWorkFactory
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "dbm_app",
+    "dbm_client",
+    "dbm_connection",
+    "dbm_engine",
+    "dbm_metadata",
+    "dbm_session_factory",
+    "dbm_settings",
+    "dbm_uow_factory",
+]
+
+DATABASE_URL_ENV = "DB_MANAGER_TEST_DATABASE_URL"
+
+_created: set[tuple[str, int]] = set()
+
+
+@pytest.fixture(scope="session")
+def dbm_settings(tmp_path_factory: pytest.TempPathFactory) -> DatabaseSettings:
+    url = os.environ.get(DATABASE_URL_ENV)
+    if url:
+        return DatabaseSettings(url=url)
+    path: Path = tmp_path_factory.mktemp("db_manager") / "test.sqlite3"
+    return DatabaseSettings(database=str(path))
+
+
+@pytest.fixture(scope="session")
+def dbm_metadata() -> MetaData:
+    return Base.metadata
+
+
+@pytest_asyncio.fixture
+async def dbm_engine(
+    dbm_settings: DatabaseSettings, dbm_metadata: MetaData
+) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(dbm_settings)
+    key = (dbm_settings.redacted_url, id(dbm_metadata))
+    try:
+        if key not in _created:
+            async with engine.begin() as conn:
+                await conn.run_sync(dbm_metadata.create_all, checkfirst=True)
+            _created.add(key)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest_asyncio.fixture
+async def dbm_connection(dbm_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with dbm_engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            yield connection
+        finally:
+            if transaction.is_active:
+                await transaction.rollback()
+
+
+@pytest.fixture
+def dbm_session_factory(dbm_connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(
+        bind=dbm_connection,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+        close_resets_only=False,
+    )
+
+
+@pytest.fixture
+def dbm_uow_factory(
+    dbm_session_factory: async_sessionmaker[AsyncSession],
+) -> UnitOfWorkFactory[UnitOfWork]:
+    return UnitOfWorkFactory(dbm_session_factory, UnitOfWork)
+
+
+@pytest.fixture
+def dbm_app() -> Any:
+    raise pytest.UsageError(
+        "dbm_client needs a `dbm_app` fixture returning your FastAPI app "
+        "(built with settings pointing at dbm_settings)"
+    )
+
+
+class _OneAtATime:
+    """Run one request at a time: the test's single connection cannot interleave them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self.lock:
+            await self.app(scope, receive, send)
+
+
+@pytest_asyncio.fixture
+async def dbm_client(
+    dbm_app: Any, dbm_session_factory: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with dbm_app.router.lifespan_context(dbm_app):
+        factory: UnitOfWorkFactory[Any] = dbm_app.state.uow_factory
+        with factory.override(dbm_session_factory):
+            transport = httpx.ASGITransport(app=_OneAtATime(dbm_app))
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client
