@@ -19,6 +19,21 @@ Integrity violations are left as SQLAlchemy's :class:`sqlalchemy.exc.IntegrityEr
 
 from __future__ import annotations
 
+__all__ = [
+    "CommitOutcomeUnknown",
+    "ConfigError",
+    "DatabaseManagerError",
+    "DatabaseNotStarted",
+    "DatabaseUnavailable",
+    "PoolExhausted",
+    "ReadOnlyError",
+    "SchemaError",
+    "TableNameError",
+    "UnitOfWorkStateError",
+    "as_unavailable",
+    "is_connection_error",
+]
+
 
 class DatabaseManagerError(Exception):
     """Root of every db_manager error."""
