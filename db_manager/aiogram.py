@@ -320,7 +320,7 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
         log.error(
             "update rolled back: integrity error",
             update_id=update.update_id,
-            error=str(getattr(exc, "orig", exc)).splitlines()[0],
+            error=_brief(exc),
         )
         return Response(status_code=200)
     except Exception as exc:
@@ -328,11 +328,19 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
             "update handler failed; rolled back and acknowledged",
             update_id=update.update_id,
             error_type=type(exc).__name__,
+            error=_brief(exc),
         )
         return Response(status_code=200)
     if result is UNHANDLED or result is None or not isinstance(result, TelegramMethod):
         return Response(status_code=200)
     return await _method_response(bot, result)
+
+
+def _brief(exc: BaseException) -> str:
+    """The first line of the error (the driver's message for SQLAlchemy errors), for the log."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
 
 
 async def _method_response(bot: Bot, method: TelegramMethod[Any]) -> Response:
