@@ -1,8 +1,14 @@
-"""Fixtures for the app's service tests: a started Database with the app's tables."""
+"""Fixtures of the app's service tests: a started Database with the app's tables.
+
+Not a ``conftest.py`` on purpose: conftest files outside packages all import as the module
+``conftest`` and one here would shadow ``tests/conftest.py`` for the modules that do
+``from conftest import ...``. Test modules import the fixtures they use from here (``<name>_fixture``,
+registered under ``<name>``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -13,8 +19,8 @@ from app.unit_of_work import AppUnitOfWork
 from db_manager import Database, DatabaseSettings, UnitOfWorkFactory
 
 
-@pytest.fixture
-async def app_db(db_settings: DatabaseSettings) -> AsyncIterator[Database[AppUnitOfWork]]:
+@pytest.fixture(name="app_db")
+async def app_db_fixture(db_settings: DatabaseSettings) -> AsyncIterator[Database[AppUnitOfWork]]:
     """A started Database on the parametrized backend, the app's tables created."""
     db = Database(db_settings, uow_class=AppUnitOfWork)
     await db.start()
@@ -25,25 +31,27 @@ async def app_db(db_settings: DatabaseSettings) -> AsyncIterator[Database[AppUni
         await db.dispose()
 
 
-@pytest.fixture
-def uow_factory(app_db: Database[AppUnitOfWork]) -> UnitOfWorkFactory[AppUnitOfWork]:
+@pytest.fixture(name="uow_factory")
+def uow_factory_fixture(app_db: Database[AppUnitOfWork]) -> UnitOfWorkFactory[AppUnitOfWork]:
     return app_db.uow_factory
 
 
-@pytest.fixture(scope="session")
-def story() -> Story:
+@pytest.fixture(name="story", scope="session")
+def story_fixture() -> Story:
     return load_story()
 
 
-async def make_user(
-    uow_factory: UnitOfWorkFactory[AppUnitOfWork],
-    telegram_id: int,
-    story: Story | None = None,
-    username: str | None = None,
-) -> User:
-    """Register a user in a unit of work of its own (committed) and return it."""
-    async with uow_factory() as uow:
-        user, _ = await register_user(
-            uow, telegram_id, username or f"user{telegram_id}", "First", "Last", "en", story=story
-        )
-    return user
+@pytest.fixture(name="make_user")
+def make_user_fixture(
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story
+) -> Callable[[int], Awaitable[User]]:
+    """``await make_user(telegram_id)``: register a user in a unit of work of its own."""
+
+    async def make(telegram_id: int) -> User:
+        async with uow_factory() as uow:
+            user, _ = await register_user(
+                uow, telegram_id, f"user{telegram_id}", "First", "Last", "en", story=story
+            )
+        return user
+
+    return make

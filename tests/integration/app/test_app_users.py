@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from app_support import (  # noqa: F401  (pytest fixtures, used by name)
+    app_db_fixture,
+    story_fixture,
+    uow_factory_fixture,
+)
 from sqlalchemy import func, select
 
 from app.models import NovelState, ReferralLink, User
