@@ -20,6 +20,7 @@ from db_manager.errors import (
     TableNameError,
     UnitOfWorkStateError,
 )
+from db_manager.reader import Reader, create_read_engine
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
 from db_manager.updates import DuplicateUpdate, TelegramUpdate, prune_updates
 
@@ -37,6 +38,7 @@ __all__ = [
     "DuplicateUpdate",
     "PoolExhausted",
     "ReadOnlyError",
+    "Reader",
     "SchemaError",
     "SectionSettings",
     "TableNameError",
@@ -46,6 +48,7 @@ __all__ = [
     "UnitOfWorkStateError",
     "check_table_name",
     "create_engine",
+    "create_read_engine",
     "load_settings",
     "prune_updates",
 ]

@@ -28,6 +28,7 @@ from db_manager.errors import (
     as_unavailable,
     is_connection_error,
 )
+from db_manager.reader import Reader
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
 
 __all__ = ["Database", "DatabaseInterface"]
@@ -90,6 +91,7 @@ class Database(DatabaseInterface, Generic[U]):
         self._owns_engine = engine is None
         self._session_factory: async_sessionmaker[AsyncSession] | None = None
         self._uow_factory: UnitOfWorkFactory[U] | None = None
+        self._reader: Reader | None = None
 
     def __repr__(self) -> str:
         state = "started" if self._uow_factory is not None else "stopped"
@@ -121,6 +123,9 @@ class Database(DatabaseInterface, Generic[U]):
     async def dispose(self) -> None:
         """Close every pooled connection. The Database can be started again afterwards."""
         engine, self._uow_factory, self._session_factory = self._engine, None, None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.dispose()
         if engine is not None and self._owns_engine:
             self._engine = None
             await engine.dispose()
@@ -166,6 +171,15 @@ class Database(DatabaseInterface, Generic[U]):
         if self._uow_factory is None:
             raise DatabaseNotStarted("the database is not started; call `await database.start()`")
         return self._uow_factory
+
+    @property
+    def reader(self) -> Reader:
+        """The read path (see :mod:`db_manager.reader`): one per process, its engine built on
+        first use with the same settings, disposed with the Database."""
+        reader = self._reader
+        if reader is None:
+            reader = self._reader = Reader.from_settings(self.settings, main_engine=self.engine)
+        return reader
 
     # -- DatabaseInterface ------------------------------------------------------------------
 

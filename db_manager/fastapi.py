@@ -42,6 +42,7 @@ from db_manager.errors import (
     as_unavailable,
     is_connection_error,
 )
+from db_manager.reader import Reader
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
 
 __all__ = [
@@ -50,12 +51,14 @@ __all__ = [
     "UOW_FACTORY_SERVICE",
     "EngineDep",
     "OneLineStartupErrors",
+    "ReaderDep",
     "ServiceRegistry",
     "UowDep",
     "UowFactoryDep",
     "database_lifespan",
     "get_database",
     "get_engine",
+    "get_reader",
     "get_services",
     "get_uow",
     "get_uow_factory",
@@ -211,7 +214,9 @@ def health_router(*, prefix: str = "/health", ready_timeout: float = 2.0) -> API
         if database is None or not database.started:
             return _not_ready("database not started")
         try:
-            latency = await database.ping(within=ready_timeout)
+            # The read pool: one autocommit round trip, and it still answers when the
+            # main pool is exhausted by slow requests.
+            latency = await database.reader.ping(within=ready_timeout)
         except DatabaseUnavailable as exc:
             return _not_ready(str(exc))
         return JSONResponse(
@@ -232,19 +237,11 @@ def _not_ready(reason: str) -> JSONResponse:
 # -- errors ------------------------------------------------------------------------------
 
 
-def install_error_handlers(app: FastAPI, *, json_500: bool = True) -> None:
-    """Map database errors a handler did not handle to JSON: 503, 409 or 500; log each once.
-
-    With ``json_500`` (the default) any other unhandled exception is answered with a JSON 500
-    too (``{"detail": "Internal server error.", "error": "internal_error"}``) instead of
-    Starlette's plain-text page; the exception still propagates to the server, which logs
-    its traceback as usual. The request's UnitOfWork has rolled back by then.
-    """
+def install_error_handlers(app: FastAPI) -> None:
+    """Map database errors a handler did not handle to JSON: 503, 409 or 500; log each once."""
     app.add_exception_handler(DatabaseUnavailable, _unavailable_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(SQLAlchemyError, _sqlalchemy_handler)
-    if json_500:
-        app.add_exception_handler(Exception, _internal_error_handler)
     app.add_middleware(OneLineStartupErrors)
 
 
@@ -292,20 +289,6 @@ async def _sqlalchemy_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    # Starlette's ServerErrorMiddleware calls this, then re-raises ``exc`` for the server to
-    # log with its traceback; so only the request path is added here, at ERROR, once.
-    log.error(
-        "unhandled error",
-        path=request.url.path,
-        method=request.method,
-        error_type=type(exc).__name__,
-    )
-    return JSONResponse(
-        {"detail": "Internal server error.", "error": "internal_error"}, status_code=500
-    )
-
-
 def _brief(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip()
@@ -342,3 +325,21 @@ class OneLineStartupErrors:
         except DatabaseManagerError:
             if not reported:
                 raise
+
+
+# -- the read path -----------------------------------------------------------------------
+
+
+async def get_reader(request: Request) -> Reader:
+    """The process's :class:`~db_manager.reader.Reader` (shared, stateless; no cleanup).
+
+    ``async def`` on purpose: a sync dependency would run in a worker thread (~100 µs).
+    """
+    database: Database[Any] | None = getattr(request.app.state, "database", None)
+    if database is None:
+        database = await get_database(request)
+    return database.reader
+
+
+# Default scope is right here: the reader has nothing to commit or clean up after the handler.
+ReaderDep = Annotated[Reader, Depends(get_reader)]

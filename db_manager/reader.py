@@ -1,0 +1,401 @@
+"""Reader: the read path, for handlers that only read.
+
+::
+
+    reader = Reader.from_settings(settings)          # or database.reader
+    item = await reader.get(Item, 42)                 # detached ORM entity, or None
+    rows = (await reader.execute(ITEMS_BY_OWNER, {"owner": 7})).all()
+    async with reader.snapshot() as session:          # one consistent view
+        total = await session.scalar(select(func.count()).select_from(Item))
+        items = (await session.scalars(select(Item))).all()
+
+Contract:
+
+* **One statement, one snapshot, one round trip.** Each plain call runs its statement in
+  autocommit mode on a dedicated read engine (``isolation_level="AUTOCOMMIT"``): no BEGIN,
+  no COMMIT, and no event listener on PostgreSQL. Statements built once (module constants
+  with ``bindparam``) skip SQLAlchemy's statement building and hit its compiled cache.
+* **The connection is held only while the statement runs.** Checkout, execute, fetch and
+  checkin of one statement happen inside one ``greenlet_spawn`` call; the result comes back
+  fully buffered and the pool's checked-out count is back where it was.
+* **Writes are refused.** DML constructs (``insert()``, ``update()``, ``delete()``) are
+  refused before any round trip; anything else that writes is refused by the database:
+  PostgreSQL connections start with ``default_transaction_read_only=on``, SQLite ones with
+  ``PRAGMA query_only=ON``. Both raise :class:`~db_manager.errors.ReadOnlyError`.
+  Behind PgBouncer (``pgbouncer = true``) startup parameters are refused, so the refusal is
+  client-side only (DML constructs); give the reading role
+  ``ALTER ROLE ... SET default_transaction_read_only = on`` to have the server refuse too.
+  An in-memory SQLite database lives in one connection, so its reader shares the main
+  engine and refuses DML constructs only.
+* **A consistent view on request.** :meth:`Reader.snapshot` holds one connection in a
+  ``READ ONLY, REPEATABLE READ`` transaction (PostgreSQL) or a deferred read transaction
+  (SQLite) for several statements, and yields an ``AsyncSession`` on it.
+* **Connection failures are typed** (:class:`~db_manager.errors.DatabaseUnavailable`). There
+  is no pre-ping (it would cost a round trip per statement): a statement that fails because
+  its pooled connection had died (server restart, killed backend) is retried once on a fresh
+  connection, which is safe because it only reads.
+
+ORM entities come back detached: loaded columns are readable, lazy relationships are not
+(load them with ``selectinload``/``joinedload`` options, which run inside the same call).
+
+``sqlalchemy.util.greenlet_spawn`` is a less public SQLAlchemy API (the one
+``AsyncConnection`` itself is built on); ``tests/integration/test_reader.py`` pins it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import Select, bindparam, event, inspect, select, text
+from sqlalchemy.engine import Connection, Result
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql import Executable
+
+# Less public API (pinned by a test): run sync SQLAlchemy code that awaits the async driver.
+from sqlalchemy.util import greenlet_spawn
+
+from db_manager.config import DatabaseSettings
+from db_manager.engine import _unique_statement_name
+from db_manager.errors import (
+    DatabaseUnavailable,
+    ReadOnlyError,
+    as_unavailable,
+    is_connection_error,
+)
+from db_manager.uow import _run_to_completion
+
+__all__ = ["Params", "Reader", "create_read_engine"]
+
+Params = Mapping[str, Any]
+_M = TypeVar("_M")
+_T = TypeVar("_T")
+
+_SELECT_1: Final = text("SELECT 1")
+_READ_ONLY_SQLSTATE: Final = "25006"  # read_only_sql_transaction
+_SQLITE_READONLY: Final = 8  # primary result code of "attempt to write a readonly database"
+
+
+def create_read_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngine:
+    """The dedicated read engine: autocommit, read-only sessions, no pre-ping, no BEGIN hook.
+
+    Pool sizes, timeouts and ``echo`` come from ``settings``, as for the main engine;
+    ``engine_kwargs`` override anything. An in-memory SQLite database cannot have a second
+    engine: use :meth:`Reader.from_settings`, which falls back to the main engine.
+    """
+    url = settings.sqlalchemy_url
+    kwargs: dict[str, Any] = {
+        "echo": settings.echo,
+        "hide_parameters": settings.hide_parameters,
+        "isolation_level": "AUTOCOMMIT",
+        # No pre-ping: it would double the round trips of a one-statement read. A dead
+        # pooled connection is retried once instead (reads are idempotent).
+        "pool_pre_ping": False,
+        "pool_size": settings.pool_size,
+        "max_overflow": settings.max_overflow,
+        "pool_timeout": settings.pool_timeout,
+        "pool_recycle": settings.pool_recycle,
+    }
+    if url.get_backend_name() == "sqlite":
+        if _is_memory(settings):
+            raise ValueError(
+                "an in-memory SQLite database has no second engine; share the main one"
+            )
+        kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout}
+        kwargs.update(engine_kwargs)
+        engine = create_async_engine(url, **kwargs)
+        _make_sqlite_read_only(engine, settings)
+        return engine
+
+    connect_args: dict[str, Any] = {"timeout": settings.connect_timeout}
+    if settings.command_timeout is not None:
+        connect_args["command_timeout"] = settings.command_timeout
+    if settings.pgbouncer:
+        # Same as the main engine (see engine.py); PgBouncer refuses startup parameters, so
+        # default_transaction_read_only cannot be set here: writes are refused client-side.
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _unique_statement_name
+    else:
+        server_settings = {
+            "application_name": settings.application_name,
+            "default_transaction_read_only": "on",
+        }
+        if settings.statement_timeout is not None:
+            server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
+        if settings.idle_in_transaction_timeout is not None:
+            server_settings["idle_in_transaction_session_timeout"] = str(
+                int(settings.idle_in_transaction_timeout * 1000)
+            )
+        connect_args["server_settings"] = server_settings
+    kwargs["connect_args"] = connect_args
+    kwargs.update(engine_kwargs)
+    return create_async_engine(url, **kwargs)
+
+
+def _is_memory(settings: DatabaseSettings) -> bool:
+    url = settings.sqlalchemy_url
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _make_sqlite_read_only(engine: AsyncEngine, settings: DatabaseSettings) -> None:
+    busy_ms = int(settings.sqlite_busy_timeout * 1000)
+
+    # A pool event, not a connection event: statements still run with no listener at all.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA query_only=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        finally:
+            cursor.close()
+
+
+class Reader:
+    """Read-only access to one database; safe to share by every request of a process.
+
+    It keeps no per-request state, so one instance serves all requests (it is what
+    ``Database.reader`` returns and ``Depends(get_reader)`` hands out).
+    """
+
+    __slots__ = ("_engine", "_get_statements", "_owns_engine", "_sqlite", "_sync_engine")
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+        """Read through ``engine``, normally one from :func:`create_read_engine`.
+
+        With ``owns_engine``, :meth:`dispose` disposes it.
+        """
+        self._engine = engine
+        self._sync_engine = engine.sync_engine
+        self._owns_engine = owns_engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._get_statements: dict[type[Any], tuple[Select[Any], tuple[str, ...]]] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: DatabaseSettings, *, main_engine: AsyncEngine | None = None
+    ) -> Reader:
+        """A reader with a read engine of its own; an in-memory SQLite database, which has
+        only one connection, is read through ``main_engine`` instead."""
+        if _is_memory(settings):
+            if main_engine is None:
+                raise ValueError("an in-memory SQLite database is read through its main engine")
+            return cls(main_engine)
+        return cls(create_read_engine(settings), owns_engine=True)
+
+    def __repr__(self) -> str:
+        return f"<Reader {self._engine.url.render_as_string(hide_password=True)}>"
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def dispose(self) -> None:
+        """Close the read engine's pooled connections (if this reader owns the engine)."""
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    # -- one statement, one snapshot -----------------------------------------------------
+
+    async def get(self, model: type[_M], pk: Any) -> _M | None:
+        """The ``model`` row with primary key ``pk`` (a tuple for composite keys), detached;
+        None if there is none. The SELECT is built once per mapped class."""
+        entry = self._get_statements.get(model)
+        if entry is None:
+            entry = self._get_statements[model] = _build_get(model)
+        statement, names = entry
+        params = {names[0]: pk} if len(names) == 1 else dict(zip(names, pk, strict=True))
+        result: _M | None = await self._run(_orm, statement, params, _one_entity)
+        return result
+
+    async def execute(self, statement: Executable, params: Params | None = None) -> Result[Any]:
+        """Run ``statement`` and return its result, fully fetched (read it at leisure).
+
+        ORM statements (``select(Item)``) give entities, as ``AsyncSession.execute`` would.
+        """
+        result: Result[Any] = await self._dispatch(statement, params, _buffered)
+        return result
+
+    async def scalar(self, statement: Executable, params: Params | None = None) -> Any:
+        """The first column of the first row, or None."""
+        return await self._dispatch(statement, params, _scalar)
+
+    async def scalars(self, statement: Executable, params: Params | None = None) -> list[Any]:
+        """The first column of every row, as a list."""
+        result: list[Any] = await self._dispatch(statement, params, _scalars)
+        return result
+
+    async def ping(self, within: float = 2.0) -> float:
+        """Run ``SELECT 1`` within ``within`` seconds on the read pool; return milliseconds.
+
+        Raises ``DatabaseUnavailable`` when the server is gone, the read pool is exhausted or
+        the time runs out; never hangs longer than ``within`` seconds.
+        """
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(within):
+                await self._run(_core, _SELECT_1, None, _scalar)
+        except TimeoutError:
+            raise DatabaseUnavailable(f"SELECT 1 did not answer within {within:g}s") from None
+        return (time.perf_counter() - started) * 1000
+
+    # -- a consistent view ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        """One connection in a read-only transaction with a stable view, as an AsyncSession.
+
+        PostgreSQL: ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``; SQLite: a deferred
+        ``BEGIN`` whose first read fixes the snapshot. Rolled back and returned at exit, also
+        when the block is cancelled.
+        """
+        try:
+            conn = await self._engine.connect()
+        except Exception as exc:
+            error = _translate(exc)
+            if error is None:
+                raise
+            raise error from exc
+        try:
+            if self._sqlite:
+                await conn.exec_driver_sql("BEGIN")
+            else:
+                await conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+                await conn.begin()
+            session = AsyncSession(bind=conn, expire_on_commit=False, autoflush=False)
+            try:
+                yield session
+            finally:
+                await _run_to_completion(session.close())
+        except Exception as exc:
+            error = _translate(exc)
+            if error is None:
+                raise
+            raise error from exc
+        finally:
+            await _run_to_completion(conn.close())
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _dispatch(
+        self, statement: Executable, params: Params | None, finish: Callable[[Result[Any]], _T]
+    ) -> Any:
+        if statement.is_dml:
+            raise ReadOnlyError(
+                "the read path refuses writes; use a UnitOfWork (Depends(get_uow)) for "
+                f"{type(statement).__name__} statements"
+            )
+        # ORM-enabled statements need a Session to build entities; Core ones do not.
+        if statement._propagate_attrs.get("compile_state_plugin") == "orm":
+            return self._run(_orm, statement, params, finish)
+        return self._run(_core, statement, params, finish)
+
+    async def _run(
+        self,
+        how: Callable[[Connection, Executable, Params | None, Callable[[Result[Any]], _T]], _T],
+        statement: Executable,
+        params: Params | None,
+        finish: Callable[[Result[Any]], _T],
+    ) -> _T:
+        try:
+            return await greenlet_spawn(self._on_connection, how, statement, params, finish)
+        except Exception as exc:
+            error = _translate(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _on_connection(
+        self,
+        how: Callable[[Connection, Executable, Params | None, Callable[[Result[Any]], _T]], _T],
+        statement: Executable,
+        params: Params | None,
+        finish: Callable[[Result[Any]], _T],
+    ) -> _T:
+        # Runs in the greenlet: checkout, execute, fetch and checkin, nothing held after.
+        conn = self._sync_engine.connect()
+        try:
+            return how(conn, statement, params, finish)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        finally:
+            conn.close()
+        # The pooled connection was dead (server restarted, backend killed); SQLAlchemy has
+        # invalidated the pool. Reading again on a fresh connection is safe.
+        with self._sync_engine.connect() as conn:
+            return how(conn, statement, params, finish)
+
+
+def _build_get(model: type[Any]) -> tuple[Select[Any], tuple[str, ...]]:
+    mapper = inspect(model)
+    names = tuple(f"pk_{index}" for index in range(len(mapper.primary_key)))
+    criteria = [
+        column == bindparam(name, type_=column.type)
+        for column, name in zip(mapper.primary_key, names, strict=True)
+    ]
+    return select(model).where(*criteria), names
+
+
+def _core(
+    conn: Connection,
+    statement: Executable,
+    params: Params | None,
+    finish: Callable[[Result[Any]], _T],
+) -> _T:
+    return finish(conn.execute(statement, params))
+
+
+def _orm(
+    conn: Connection,
+    statement: Executable,
+    params: Params | None,
+    finish: Callable[[Result[Any]], _T],
+) -> _T:
+    # close() at the end of the block detaches the loaded entities.
+    with Session(bind=conn, expire_on_commit=False, autoflush=False) as session:
+        return finish(session.execute(statement, params))
+
+
+def _buffered(result: Result[Any]) -> Result[Any]:
+    return result.freeze()()
+
+
+def _scalar(result: Result[Any]) -> Any:
+    return result.scalar()
+
+
+def _scalars(result: Result[Any]) -> list[Any]:
+    return list(result.scalars().all())
+
+
+def _one_entity(result: Result[Any]) -> Any:
+    # unique(): a joined eager load of a collection repeats the entity over several rows.
+    return result.unique().scalar_one_or_none()
+
+
+def _translate(exc: BaseException) -> Exception | None:
+    """The db_manager error that ``exc`` means, or None to let it through unchanged."""
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        sqlite_code = getattr(orig, "sqlite_errorcode", None)
+        if getattr(orig, "sqlstate", None) == _READ_ONLY_SQLSTATE or (
+            isinstance(sqlite_code, int) and sqlite_code & 0xFF == _SQLITE_READONLY
+        ):
+            return ReadOnlyError(
+                "the read path refuses writes (the database answered: "
+                f"{str(orig).strip().splitlines()[0]}); use a UnitOfWork for writes"
+            )
+    if is_connection_error(exc):
+        return as_unavailable(exc)
+    return None
