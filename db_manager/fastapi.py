@@ -237,11 +237,19 @@ def _not_ready(reason: str) -> JSONResponse:
 # -- errors ------------------------------------------------------------------------------
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map database errors a handler did not handle to JSON: 503, 409 or 500; log each once."""
+def install_error_handlers(app: FastAPI, *, json_500: bool = True) -> None:
+    """Map database errors a handler did not handle to JSON: 503, 409 or 500; log each once.
+
+    With ``json_500`` (the default) any other unhandled exception is answered with a JSON 500
+    too (``{"detail": "Internal server error.", "error": "internal_error"}``) instead of
+    Starlette's plain-text page; the exception still propagates to the server, which logs
+    its traceback as usual. The request's UnitOfWork has rolled back by then.
+    """
     app.add_exception_handler(DatabaseUnavailable, _unavailable_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(SQLAlchemyError, _sqlalchemy_handler)
+    if json_500:
+        app.add_exception_handler(Exception, _internal_error_handler)
     app.add_middleware(OneLineStartupErrors)
 
 
@@ -286,6 +294,20 @@ async def _sqlalchemy_handler(request: Request, exc: Exception) -> JSONResponse:
     )
     return JSONResponse(
         {"detail": "Internal server error.", "error": "database_error"}, status_code=500
+    )
+
+
+async def _internal_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's ServerErrorMiddleware calls this, then re-raises ``exc`` for the server to
+    # log with its traceback; so only the request path is added here, at ERROR, once.
+    log.error(
+        "unhandled error",
+        path=request.url.path,
+        method=request.method,
+        error_type=type(exc).__name__,
+    )
+    return JSONResponse(
+        {"detail": "Internal server error.", "error": "internal_error"}, status_code=500
     )
 
 
