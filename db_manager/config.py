@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -232,12 +232,24 @@ def _reading(path: Path | None) -> Iterator[None]:
         _active_config_file.reset(token)
 
 
+@overload
 def load_settings(
-    cls: type[S] = DatabaseSettings,  # type: ignore[assignment]
+    *, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> DatabaseSettings: ...
+
+
+@overload
+def load_settings(
+    cls: type[S], *, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> S: ...
+
+
+def load_settings(
+    cls: type[SectionSettings] = DatabaseSettings,
     *,
     config_file: str | os.PathLike[str] | None = None,
     **overrides: Any,
-) -> S:
+) -> SectionSettings:
     """Build ``cls`` from arguments, env and the config file, or raise one clear ConfigError."""
     path = resolve_config_file(config_file)
     data: dict[str, Any] = {}

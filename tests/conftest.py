@@ -7,6 +7,7 @@ on both. Every PostgreSQL test gets a database of its own, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,10 +31,16 @@ def _pg_reachable() -> str | None:
         )
         await conn.close()
 
-    try:
+    def run_probe() -> None:
         asyncio.run(probe())
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+
+    # In a thread of its own: the first test to need PostgreSQL may ask for this from inside
+    # an async fixture, where asyncio.run() cannot be called on the running loop's thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            pool.submit(run_probe).result()
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
     return None
 
 
