@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import User
+from app.models import NovelState, ReferralLink, User
 
-__all__ = ["UserRepository"]
+__all__ = ["UserOverview", "UserRepository"]
+
+
+class UserOverview(NamedTuple):
+    """A user with what the profile page shows about them, read in one query."""
+
+    user: User
+    referrer_telegram_id: int | None
+    referral_code: str | None
+    referral_count: int
+    scene: str | None
+    premium: bool
+
 
 # Referral chains are short; the bound only keeps a corrupt (cyclic) chain from looping.
 _MAX_CHAIN_DEPTH = 1000
@@ -27,6 +40,37 @@ class UserRepository:
     async def get_by_telegram_id(self, telegram_id: int) -> User | None:
         result = await self.session.execute(select(User).where(User.telegram_id == telegram_id))
         return result.scalar_one_or_none()
+
+    async def get_overview(self, telegram_id: int) -> UserOverview | None:
+        """The user with their referrer's Telegram id, link code, referral count and story
+        state, in one round trip; None if there is no such user."""
+        referrer = User.__table__.alias("referrer")
+        referred = User.__table__.alias("referred")
+        referral_count = (
+            select(func.count())
+            .select_from(referred)
+            .where(referred.c.referrer_id == User.id)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                User,
+                referrer.c.telegram_id,
+                ReferralLink.code,
+                referral_count,
+                NovelState.scene,
+                NovelState.premium,
+            )
+            .outerjoin(referrer, referrer.c.id == User.referrer_id)
+            .outerjoin(ReferralLink, ReferralLink.owner_id == User.id)
+            .outerjoin(NovelState, NovelState.user_id == User.id)
+            .where(User.telegram_id == telegram_id)
+        )
+        row = (await self.session.execute(stmt)).one_or_none()
+        if row is None:
+            return None
+        user, referrer_telegram_id, code, count, scene, premium = row
+        return UserOverview(user, referrer_telegram_id, code, int(count), scene, bool(premium))
 
     async def add(self, user: User) -> User:
         """Add ``user`` and flush, so it has its ``id`` (an IntegrityError surfaces here)."""

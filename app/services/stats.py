@@ -9,9 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-
-from app.models import NovelState, ReferralLink, User
 from app.unit_of_work import AppUnitOfWork
 
 __all__ = ["PaymentInfo", "Stats", "UserProfile", "stats", "user_payments", "user_profile"]
@@ -52,20 +49,10 @@ class Stats:
 
 async def user_profile(uow: AppUnitOfWork, telegram_id: int) -> UserProfile | None:
     """The profile of the user with this Telegram id, or None if there is none."""
-    referrer = User.__table__.alias("referrer")
-    stmt = (
-        select(
-            User, referrer.c.telegram_id, ReferralLink.code, NovelState.scene, NovelState.premium
-        )
-        .outerjoin(referrer, referrer.c.id == User.referrer_id)
-        .outerjoin(ReferralLink, ReferralLink.owner_id == User.id)
-        .outerjoin(NovelState, NovelState.user_id == User.id)
-        .where(User.telegram_id == telegram_id)
-    )
-    row = (await uow.session.execute(stmt)).one_or_none()
-    if row is None:
+    overview = await uow.users.get_overview(telegram_id)
+    if overview is None:
         return None
-    user, referrer_telegram_id, code, scene, premium = row
+    user = overview.user
     return UserProfile(
         telegram_id=user.telegram_id,
         username=user.username,
@@ -73,11 +60,12 @@ async def user_profile(uow: AppUnitOfWork, telegram_id: int) -> UserProfile | No
         last_name=user.last_name,
         language_code=user.language_code,
         created_at=user.created_at,
-        referrer_telegram_id=referrer_telegram_id,
-        referral_code=code,
-        referral_count=await uow.users.count_referrals(user.id),
-        scene=scene or None,
-        premium=bool(premium),
+        referrer_telegram_id=overview.referrer_telegram_id,
+        referral_code=overview.referral_code,
+        referral_count=overview.referral_count,
+        # A state created before the story was known has no scene yet (NOT_STARTED).
+        scene=overview.scene or None,
+        premium=overview.premium,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from app_support import (  # noqa: F401  (pytest fixtures, used by name)
     app_db_fixture,
     story_fixture,
@@ -11,8 +12,16 @@ from app_support import (  # noqa: F401  (pytest fixtures, used by name)
 )
 from sqlalchemy import func, select
 
+import app.services.referrals as referrals_service
 from app.models import NovelState, ReferralLink, User
-from app.services import register_user
+from app.repositories import UserRepository
+from app.services import (
+    ReferralResult,
+    attach_referrer,
+    get_novel_state,
+    referral_link_code,
+    register_user,
+)
 from app.story import Story
 from app.unit_of_work import AppUnitOfWork
 from db_manager import UnitOfWorkFactory
@@ -88,8 +97,6 @@ async def test_concurrent_registrations_of_one_id_create_one_user(
 async def test_register_without_a_story_starts_at_the_story_start_later(
     uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story
 ) -> None:
-    from app.services import get_novel_state
-
     async with uow_factory() as uow:
         user, _ = await register_user(uow, 5)
     async with uow_factory() as uow:
@@ -98,3 +105,58 @@ async def test_register_without_a_story_starts_at_the_story_start_later(
     async with uow_factory() as uow:
         stored = await uow.novel_states.get_for_user(user.id)
         assert stored is not None and stored.scene == story.start
+
+
+async def test_losing_the_registration_race_returns_the_winners_user(
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic on every backend: the first lookup misses a user that is already there,
+    so the INSERT hits the unique constraint inside the SAVEPOINT and registration goes on."""
+    async with uow_factory() as uow:
+        winner, _ = await register_user(uow, 9, "first", None, None, None, story=story)
+    real = UserRepository.get_by_telegram_id
+    calls: list[int] = []
+
+    async def miss_once(self: UserRepository, telegram_id: int) -> User | None:
+        calls.append(telegram_id)
+        return None if len(calls) == 1 else await real(self, telegram_id)
+
+    monkeypatch.setattr(UserRepository, "get_by_telegram_id", miss_once)
+    async with uow_factory() as uow:
+        user, created = await register_user(uow, 9, "second", None, None, None, story=story)
+    assert len(calls) == 2
+    assert (user.id, created) == (winner.id, False)
+    assert await _count(uow_factory, User) == 1
+    assert await _count(uow_factory, ReferralLink) == 1
+    assert await _count(uow_factory, NovelState) == 1
+
+
+async def test_a_referral_code_collision_is_retried_with_a_new_code(
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with uow_factory() as uow:
+        await register_user(uow, 1, story=story)
+        taken = await uow.referrals.get_by_owner(1)
+    assert taken is not None
+    codes = iter([taken.code, "fresh-code"])
+    monkeypatch.setattr(referrals_service, "new_referral_code", lambda: next(codes))
+    async with uow_factory() as uow:
+        user, _ = await register_user(uow, 2, story=story)
+        assert await referral_link_code(uow, user) == "fresh-code"
+    assert await _count(uow_factory, ReferralLink) == 2
+
+
+async def test_register_then_attach_in_one_unit_of_work(
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork], story: Story
+) -> None:
+    """What /start <code> does: register the newcomer and attach the referrer in one go."""
+    async with uow_factory() as uow:
+        alice, _ = await register_user(uow, 1, story=story)
+        code = await referral_link_code(uow, alice)
+    async with uow_factory() as uow:
+        bob, created = await register_user(uow, 2, story=story)
+        assert created
+        assert await attach_referrer(uow, bob, code) is ReferralResult.ATTACHED
+    async with uow_factory() as uow:
+        stored = await uow.users.get_by_telegram_id(2)
+        assert stored is not None and stored.referrer_id == alice.id
