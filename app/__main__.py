@@ -84,13 +84,14 @@ async def _set_webhook(settings) -> int:  # type: ignore[no-untyped-def]
     from aiogram import Bot
 
     from app.bot import build_dispatcher
+    from app.story import load_story
     from db_manager.aiogram import register_webhook
 
     if settings.bot.token is None:
         raise ConfigError("[bot] token is not set; nothing to register")
     bot = Bot(settings.bot.token.get_secret_value())
     try:
-        await register_webhook(bot, build_dispatcher(), settings.bot)
+        await register_webhook(bot, build_dispatcher(load_story()), settings.bot)
     finally:
         await bot.session.close()
     print(f"webhook set to {settings.bot.webhook_url}")

@@ -16,6 +16,7 @@ from app.api import build_api_router
 from app.bot import build_dispatcher
 from app.config import Settings, load_app_settings
 from app.logs import configure_logging
+from app.story import load_story
 from app.unit_of_work import AppUnitOfWork
 from db_manager.aiogram import telegram_lifespan, telegram_webhook_router
 from db_manager.fastapi import database_lifespan, health_router, install_error_handlers
@@ -33,13 +34,16 @@ def create_app(
     settings = settings if settings is not None else load_app_settings()
     if configure_logs:
         configure_logging(settings.app.log_level, settings.app.log_format)
-    dispatcher = build_dispatcher()
+    story = load_story()  # validated now: a broken story stops the start
+    dispatcher = build_dispatcher(story)
     database = database_lifespan(settings.database, uow_class=AppUnitOfWork)
     telegram = telegram_lifespan(settings.bot, dispatcher, session=bot_session)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
+        token = settings.app.api_token
+        app.state.api_token = token.get_secret_value().encode() if token else None
         async with database(app), telegram(app):
             yield
 
@@ -53,5 +57,5 @@ def create_app(
     app.include_router(
         telegram_webhook_router(settings.bot.webhook_path, max_body_size=settings.bot.max_body_size)
     )
-    app.include_router(build_api_router(settings.app))
+    app.include_router(build_api_router())
     return app

@@ -1,0 +1,78 @@
+"""``/buy`` in Telegram Stars, pre-checkout validation, and the successful payment."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.methods import AnswerPreCheckoutQuery, SendInvoice, SendMessage
+from aiogram.types import LabeledPrice, Message, PreCheckoutQuery
+
+from app.services import (
+    PREMIUM_CURRENCY,
+    PREMIUM_DESCRIPTION,
+    PREMIUM_PAYLOAD,
+    PREMIUM_PRICE_XTR,
+    PREMIUM_TITLE,
+    record_successful_payment,
+    validate_pre_checkout,
+)
+from app.unit_of_work import AppUnitOfWork
+
+__all__ = ["build_router"]
+
+
+async def buy(message: Message, uow: AppUnitOfWork) -> SendInvoice | SendMessage | None:
+    if message.from_user is None:
+        return None
+    problem = await validate_pre_checkout(
+        uow, message.from_user.id, PREMIUM_PAYLOAD, PREMIUM_PRICE_XTR, PREMIUM_CURRENCY
+    )
+    if problem is not None:
+        return message.answer(problem)
+    return message.answer_invoice(
+        title=PREMIUM_TITLE,
+        description=PREMIUM_DESCRIPTION,
+        payload=PREMIUM_PAYLOAD,
+        currency=PREMIUM_CURRENCY,
+        prices=[LabeledPrice(label=PREMIUM_TITLE, amount=PREMIUM_PRICE_XTR)],
+    )
+
+
+async def pre_checkout(query: PreCheckoutQuery, uow: AppUnitOfWork) -> AnswerPreCheckoutQuery:
+    problem = await validate_pre_checkout(
+        uow, query.from_user.id, query.invoice_payload, query.total_amount, query.currency
+    )
+    if problem is None:
+        return query.answer(ok=True)
+    return query.answer(ok=False, error_message=problem)
+
+
+async def successful_payment(message: Message, uow: AppUnitOfWork) -> SendMessage | None:
+    payment = message.successful_payment
+    if payment is None or message.from_user is None:
+        return None
+    user = await uow.users.get_by_telegram_id(message.from_user.id)
+    if user is None:
+        # Telegram only charges after a pre-checkout we approved for a known user.
+        return message.answer("Payment received, but your account is unknown; send /start.")
+    _payment, created = await record_successful_payment(
+        uow,
+        user,
+        amount=payment.total_amount,
+        currency=payment.currency,
+        payload=payment.invoice_payload,
+        telegram_charge_id=payment.telegram_payment_charge_id,
+        provider_charge_id=payment.provider_payment_charge_id or None,
+    )
+    if not created:
+        return None
+    return message.answer("Thank you! The premium branch of the story is unlocked.")
+
+
+def build_router() -> Router:
+    """A new router each time: an aiogram Router belongs to one dispatcher."""
+    router = Router(name="payments")
+    router.message.register(buy, Command("buy"))
+    router.pre_checkout_query.register(pre_checkout)
+    router.message.register(successful_payment, F.successful_payment)
+    return router
