@@ -37,6 +37,7 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.dispatcher.middlewares.data import MiddlewareData
 from aiogram.methods import TelegramMethod
 from aiogram.types import TelegramObject, Update
+from aiogram.types.update import UpdateTypeLookupError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -58,6 +59,7 @@ __all__ = [
     "WebhookRuntime",
     "register_webhook",
     "setup_dispatcher",
+    "teardown_dispatcher",
     "telegram_lifespan",
     "telegram_webhook_router",
 ]
@@ -113,10 +115,23 @@ class UnitOfWorkMiddleware(BaseMiddleware):
 def setup_dispatcher(
     dispatcher: Dispatcher, uow_factory: UnitOfWorkFactory[Any], *, deduplicate: bool = True
 ) -> UnitOfWorkMiddleware:
-    """Register the middleware on ``dispatcher.update`` and return it."""
+    """Register the middleware on ``dispatcher.update`` and return it.
+
+    A middleware left by an earlier setup (an app started twice with one Dispatcher, as in
+    tests or a restarted lifespan) is replaced, not nested: the stale one would hand
+    handlers the ``uow_factory`` of a database that was disposed.
+    """
+    teardown_dispatcher(dispatcher)
     middleware = UnitOfWorkMiddleware(uow_factory, deduplicate=deduplicate)
     dispatcher.update.middleware(middleware)
     return middleware
+
+
+def teardown_dispatcher(dispatcher: Dispatcher) -> None:
+    """Remove what :func:`setup_dispatcher` registered."""
+    for middleware in list(dispatcher.update.middleware):
+        if isinstance(middleware, UnitOfWorkMiddleware):
+            dispatcher.update.middleware.unregister(middleware)
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -213,16 +228,23 @@ def telegram_lifespan(
             dispatcher=dispatcher,
             secret=settings.webhook_secret.get_secret_value().encode("ascii"),
         )
+        # What aiogram's own webhook setup passes to startup/shutdown handlers.
+        workflow = {**dispatcher.workflow_data, "app": app, "bot": bot, "bots": [bot]}
+        workflow["dispatcher"] = dispatcher
         try:
-            await dispatcher.emit_startup(bot=bot, dispatcher=dispatcher)
-            log.info("bot is on", bot_id=bot.id, webhook_path=settings.webhook_path)
-            yield
-        finally:
+            started = False
             try:
-                await dispatcher.emit_shutdown(bot=bot, dispatcher=dispatcher)
+                await dispatcher.emit_startup(**workflow)
+                started = True
+                log.info("bot is on", bot_id=bot.id, webhook_path=settings.webhook_path)
+                yield
             finally:
-                await bot.session.close()
-                app.state.telegram = None
+                if started:
+                    await dispatcher.emit_shutdown(**workflow)
+        finally:
+            app.state.telegram = None
+            teardown_dispatcher(dispatcher)
+            await bot.session.close()
 
     return lifespan
 
@@ -273,6 +295,12 @@ def telegram_webhook_router(
         except ValidationError as exc:
             log.info("rejected webhook body", reason=_validation_reason(exc), size=len(body))
             return JSONResponse({"detail": "The body is not a Telegram Update."}, status_code=400)
+        try:
+            update.event_type  # noqa: B018 - raises for a type this aiogram does not know
+        except UpdateTypeLookupError:
+            # Newer than our aiogram: nothing can handle it, and a retry would not change that.
+            log.info("update of an unknown type acknowledged", update_id=update.update_id)
+            return Response(status_code=200)
         return await _process(runtime, update)
 
     router.add_api_route(

@@ -1,0 +1,178 @@
+"""Exactly once: a redelivered update is acknowledged and not applied again, also when the
+deliveries race; a database outage answers 503 and the retried update is then applied once.
+Acceptance points 5 and 6 of issue 4, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from conftest import Harness, HarnessFactory
+from structlog.testing import capture_logs
+from support.proxy import TcpProxy
+from support.updates import message_update, start_update
+
+from db_manager import DatabaseSettings
+
+
+async def no_hook() -> None:
+    return None
+
+
+# -- 5. redelivery -------------------------------------------------------------------------------
+
+
+async def test_the_same_update_twice_in_a_row_is_applied_once(harness: Harness) -> None:
+    update = start_update(update_id=3001, user_id=51)
+
+    first = await harness.post(update)
+    with capture_logs() as logs:
+        second = await harness.post(update)
+
+    assert first.status_code == 200
+    assert first.json()["method"] == "sendMessage"
+    # Acknowledged, and no second reply: the duplicate's handler stopped at its first statement.
+    assert (second.status_code, second.content) == (200, b"")
+    assert len(await harness.events("start")) == 1
+    assert await harness.recorded_updates() == [3001]
+    assert any(e["event"] == "duplicate update skipped" and e["update_id"] == 3001 for e in logs)
+
+
+async def test_a_handler_that_swallows_the_duplicate_error_still_does_not_commit(
+    harness: Harness,
+) -> None:
+    update = message_update("swallow", update_id=3002)
+
+    first = await harness.post(update)
+    second = await harness.post(update)
+
+    assert first.json()["text"] == "swallowed"
+    assert (second.status_code, second.content) == (200, b"")
+    assert len(await harness.events("swallow")) == 1
+
+
+async def test_twenty_concurrent_deliveries_are_applied_once(harness: Harness) -> None:
+    """On PostgreSQL the twenty transactions really race: each inserts the update's row, and
+    all but one wait on the primary key, then find it taken. On SQLite they serialize on
+    ``BEGIN IMMEDIATE``. Either way: one effect, one reply, twenty 200s."""
+    update = message_update("slow", update_id=3003, user_id=52)
+
+    responses = await asyncio.gather(*(harness.post(update) for _ in range(20)))
+
+    assert [r.status_code for r in responses] == [200] * 20
+    replies = [r.json() for r in responses if r.content]
+    assert replies == [{"method": "sendMessage", "chat_id": 52, "text": "done"}]
+    assert len(await harness.events("slow")) == 1
+    assert await harness.recorded_updates() == [3003]
+    assert harness.checked_out == 0
+
+
+async def test_distinct_updates_from_one_chat_are_all_applied(harness: Harness) -> None:
+    """The control: the dedup key is the update id, not the chat or the content."""
+    updates = [message_update("same text", update_id=3010 + i) for i in range(5)]
+    responses = await asyncio.gather(*(harness.post(u) for u in updates))
+    assert [r.status_code for r in responses] == [200] * 5
+    assert len(await harness.events("text")) == 5
+
+
+# -- 6. the database down ------------------------------------------------------------------------
+
+
+@contextmanager
+def sqlite_write_lock(path: str) -> Iterator[None]:
+    """Another process's write transaction: for SQLite, "the database is unavailable"."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+async def test_database_down_answers_503_and_the_retry_is_applied_once(
+    backend: str, db_settings: DatabaseSettings, make_harness: HarnessFactory
+) -> None:
+    update = start_update(update_id=3020, user_id=53)
+    if backend == "sqlite":
+        settings = db_settings.model_copy(update={"sqlite_busy_timeout": 0.2})
+        async with make_harness(db=settings) as harness:
+            assert settings.database is not None
+            with sqlite_write_lock(settings.database), capture_logs() as logs:
+                down = await harness.post(update)
+            await _assert_outage_then_once(harness, down, logs, update)
+        return
+
+    assert db_settings.host is not None and db_settings.port is not None
+    async with TcpProxy(db_settings.host, db_settings.port) as proxy:
+        settings = db_settings.model_copy(
+            update={"port": proxy.port, "connect_timeout": 1.0, "pool_pre_ping": True}
+        )
+        async with make_harness(db=settings) as harness:
+            # Warm the pool so the outage also breaks connections that are already open.
+            warm = await harness.post(message_update("warm-up", update_id=3019))
+            assert warm.status_code == 200
+            await proxy.stop()
+            with capture_logs() as logs:
+                down = await harness.post(update)
+            await proxy.start()
+            await _assert_outage_then_once(harness, down, logs, update)
+
+
+async def _assert_outage_then_once(
+    harness: Harness, down: object, logs: list[dict[str, object]], update: dict[str, object]
+) -> None:
+    import httpx
+
+    assert isinstance(down, httpx.Response)
+    assert down.status_code == 503
+    assert int(down.headers["Retry-After"]) >= 1
+    assert await harness.events("start") == []
+    assert await harness.recorded_updates() in ([], [3019])
+    [entry] = [e for e in logs if e.get("update_id") == 3020]
+    assert entry["log_level"] == "warning"
+
+    # Telegram retries: now it is applied, and a further redelivery is not.
+    retried = await harness.post(update)
+    assert retried.status_code == 200
+    assert retried.json()["method"] == "sendMessage"
+    again = await harness.post(update)
+    assert (again.status_code, again.content) == (200, b"")
+    assert len(await harness.events("start")) == 1
+    assert 3020 in await harness.recorded_updates()
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_connection_lost_during_commit_answers_503_and_the_retry_is_applied_once(
+    backend: str, db_settings: DatabaseSettings, make_harness: HarnessFactory
+) -> None:
+    """The handler's writes and the update's row are flushed, then the connection dies before
+    COMMIT: the outcome is unknown, so the answer is 503; Telegram's retry is applied once."""
+    assert db_settings.host is not None and db_settings.port is not None
+    async with TcpProxy(db_settings.host, db_settings.port) as proxy:
+        settings = db_settings.model_copy(
+            update={"port": proxy.port, "connect_timeout": 1.0, "pool_pre_ping": True}
+        )
+        async with make_harness(db=settings) as harness:
+            harness.before_commit[0] = proxy.stop
+            update = message_update("cut", update_id=3030, user_id=54)
+            with capture_logs() as logs:
+                down = await harness.post(update)
+            assert down.status_code == 503
+            assert "Retry-After" in down.headers
+            assert any(
+                e.get("update_id") == 3030 and "COMMIT" in str(e.get("error")) for e in logs
+            ), logs
+            assert await harness.events("cut") == []
+
+            harness.before_commit[0] = no_hook
+            await proxy.start()
+            retried = await harness.post(update)
+            assert retried.json() == {"method": "sendMessage", "chat_id": 54, "text": "cut"}
+            again = await harness.post(update)
+            assert (again.status_code, again.content) == (200, b"")
+            assert len(await harness.events("cut")) == 1
