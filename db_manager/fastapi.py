@@ -200,8 +200,13 @@ UowFactoryDep = Annotated[UnitOfWorkFactory[Any], Depends(get_uow_factory)]
 # -- health ------------------------------------------------------------------------------
 
 
-def health_router(*, prefix: str = "/health", ready_timeout: float = 2.0) -> APIRouter:
-    """``GET /health/live`` (no database) and ``GET /health/ready`` (``SELECT 1``, bounded)."""
+def health_router(*, prefix: str = "/health", ready_timeout: float = 1.0) -> APIRouter:
+    """``GET /health/live`` (no database) and ``GET /health/ready`` (``SELECT 1``, bounded).
+
+    ``ready_timeout`` bounds the whole check, connecting included: a server that accepts
+    connections and never answers still gets a 503 after that long (1 s by default, well
+    inside the 2 s that probes and load balancers usually allow).
+    """
     router = APIRouter(prefix=prefix, tags=["health"])
 
     @router.get("/live")

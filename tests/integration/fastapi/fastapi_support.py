@@ -297,6 +297,15 @@ async def _uow_again(uow: UowDep) -> UnitOfWork:
     return uow
 
 
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory`` in a subprocess: the settings are read from the environment
+    (``DATABASE__*``) when the app starts, not when it is built."""
+    app = FastAPI(lifespan=database_lifespan(metadata=FastapiTestModel.metadata))
+    install_error_handlers(app)
+    app.include_router(health_router())
+    return app
+
+
 # -- observing the app's engine -------------------------------------------------------------------
 
 
