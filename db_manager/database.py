@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db_manager.base import Base
 from db_manager.config import DatabaseSettings
-from db_manager.engine import create_engine
+from db_manager.engine import SQLITE_BEGIN_OPTION, create_engine
 from db_manager.errors import (
     DatabaseNotStarted,
     DatabaseUnavailable,
@@ -222,6 +222,8 @@ class Database(DatabaseInterface, Generic[U]):
         try:
             async with asyncio.timeout(within):
                 async with self.engine.connect() as conn:
+                    # A read: on SQLite it must not wait for another connection's write lock.
+                    await conn.execution_options(**_READ_ONLY_BEGIN)
                     await conn.execute(_SELECT_1)
         except TimeoutError:
             raise DatabaseUnavailable(f"SELECT 1 did not answer within {within:g}s") from None
@@ -233,3 +235,4 @@ class Database(DatabaseInterface, Generic[U]):
 
 
 _SELECT_1 = text("SELECT 1")
+_READ_ONLY_BEGIN = {SQLITE_BEGIN_OPTION: "DEFERRED"}

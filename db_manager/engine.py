@@ -27,7 +27,11 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
 
 from db_manager.config import DatabaseSettings
 
-__all__ = ["create_engine"]
+__all__ = ["SQLITE_BEGIN_OPTION", "create_engine"]
+
+# Execution option: ``conn.execution_options(db_manager_sqlite_begin="DEFERRED")`` makes an
+# SQLite transaction that only reads start without taking the write lock.
+SQLITE_BEGIN_OPTION = "db_manager_sqlite_begin"
 
 
 def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngine:
@@ -127,4 +131,6 @@ def _tune_sqlite(engine: AsyncEngine, settings: DatabaseSettings, *, memory: boo
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: concurrent writers queue on busy_timeout
         # instead of failing with SQLITE_BUSY when a read transaction upgrades to a write.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection that only reads may ask for a deferred BEGIN (see SQLITE_BEGIN_OPTION).
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if mode == "DEFERRED" else "BEGIN IMMEDIATE")

@@ -39,7 +39,7 @@ import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from db_manager.errors import UnitOfWorkStateError, as_unavailable, is_connection_error
 
@@ -151,7 +151,12 @@ class UnitOfWork:
         if first and self._session is not None:
             event.listen(self._session.sync_session, "after_begin", self._after_begin)
 
-    def _after_begin(self, _session: Session, _transaction: Any, connection: Connection) -> None:
+    def _after_begin(
+        self, _session: Session, transaction: SessionTransaction, connection: Connection
+    ) -> None:
+        # Only the outermost transaction: a SAVEPOINT (begin_nested) is part of the same one.
+        if transaction.parent is not None:
+            return
         for hook in list(self._begin_hooks):
             hook(connection)
 

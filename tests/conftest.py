@@ -18,6 +18,9 @@ import pytest
 
 from db_manager import DatabaseSettings
 
+# The project uses its own pytest plugin, as an app would (one line).
+pytest_plugins = ["db_manager.testing"]
+
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
