@@ -1,0 +1,167 @@
+"""The app as it runs in production, driven from outside: the real webhook and the real API.
+
+``create_app(settings, bot_session=RecordingSession())`` is the only seam: Telegram is
+replaced by the public ``bot_session=`` argument, nothing of ours is patched. Updates go
+in as Telegram's own JSON through ``POST /webhook/telegram`` (with the secret header),
+the HTTP API is called with a Bearer token, and the database is checked by counting rows
+on an engine of the test's own (not through the app's repositories).
+
+Not a ``conftest.py`` on purpose (a second ``conftest`` module would shadow
+``tests/conftest.py``): test modules import the fixtures they use from here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support.asgi import running
+from support.telegram import RecordingSession
+from support.updates import BOT_TOKEN, BOT_USERNAME, WEBHOOK_SECRET, secret_header
+
+from app.config import AppSection, Settings
+from app.main import create_app
+from app.story import Story, load_story
+from db_manager import DatabaseSettings, create_engine
+from db_manager.aiogram import TelegramSettings
+
+API_TOKEN = "e2e-api-token-0123456789"
+WEBHOOK_PATH = "/webhook/telegram"
+USER_A = 7_000_001
+USER_B = 7_000_002
+LINK_PATTERN = re.compile(
+    rf"https://t\.me/{re.escape(BOT_USERNAME)}\?start=(?P<code>[A-Za-z0-9_-]{{1,64}})"
+)
+
+
+def app_settings(database: DatabaseSettings, *, api_token: str | None = API_TOKEN) -> Settings:
+    """The settings a deployment would have: the bot on, the API on (unless ``None``)."""
+    return Settings(
+        app=AppSection(api_token=SecretStr(api_token) if api_token is not None else None),
+        bot=TelegramSettings(token=SecretStr(BOT_TOKEN), webhook_secret=SecretStr(WEBHOOK_SECRET)),
+        database=database,
+    )
+
+
+@dataclass
+class Deployment:
+    """One running app: its HTTP client, the recorded Bot API calls and a database probe."""
+
+    client: httpx.AsyncClient
+    telegram: RecordingSession
+    db: AsyncEngine
+
+    # -- Telegram -> webhook -------------------------------------------------------------------
+
+    async def deliver(self, update: Mapping[str, Any]) -> dict[str, Any] | None:
+        """POST one update as Telegram does; return the webhook answer (a Bot API method
+        as JSON) or None when the app answered with an empty 200."""
+        response = await self.client.post(WEBHOOK_PATH, json=update, headers=secret_header())
+        assert response.status_code == 200, (response.status_code, response.text)
+        if not response.content:
+            return None
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    # -- HTTP API ------------------------------------------------------------------------------
+
+    async def api(self, path: str, *, token: str | None = API_TOKEN) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return await self.client.get(path, headers=headers)
+
+    async def api_json(self, path: str) -> Any:
+        response = await self.api(path)
+        assert response.status_code == 200, (response.status_code, response.text)
+        return response.json()
+
+    # -- the database, read directly -------------------------------------------------------
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        async with self.db.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar_one()
+
+    async def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        async with self.db.connect() as conn:
+            return [tuple(row) for row in (await conn.execute(text(sql), params)).all()]
+
+    async def user_row_id(self, telegram_id: int) -> int:
+        return int(
+            await self.scalar("SELECT id FROM app__users WHERE telegram_id = :t", t=telegram_id)
+        )
+
+    async def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every app table's rows (without timestamps), to prove that nothing changed."""
+        return {
+            "users": await self.rows(
+                "SELECT id, telegram_id, referrer_id FROM app__users ORDER BY id"
+            ),
+            "referral_links": await self.rows(
+                "SELECT id, owner_id, code, uses FROM app__referral_links ORDER BY id"
+            ),
+            "novel_states": await self.rows(
+                "SELECT id, user_id, scene, premium FROM app__novel_states ORDER BY id"
+            ),
+            "novel_messages": await self.rows(
+                "SELECT id, user_id, scene, direction, text FROM app__novel_messages ORDER BY id"
+            ),
+            "payments": await self.rows(
+                "SELECT id, user_id, amount, telegram_payment_charge_id FROM app__payments"
+                " ORDER BY id"
+            ),
+        }
+
+
+@asynccontextmanager
+async def deployed(
+    database: DatabaseSettings, *, api_token: str | None = API_TOKEN
+) -> AsyncIterator[Deployment]:
+    """``create_app(...)`` with its lifespan running, as under uvicorn."""
+    telegram = RecordingSession(bot_username=BOT_USERNAME)
+    app = create_app(
+        app_settings(database, api_token=api_token), bot_session=telegram, configure_logs=False
+    )
+    engine = create_engine(database)
+    try:
+        async with running(app) as client:
+            yield Deployment(client=client, telegram=telegram, db=engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(name="deployment")
+async def deployment_fixture(db_settings: DatabaseSettings) -> AsyncIterator[Deployment]:
+    """The app on the parametrized backend (SQLite and PostgreSQL), bot and API on."""
+    async with deployed(db_settings) as deployment:
+        yield deployment
+
+
+@pytest.fixture(name="story", scope="session")
+def story_fixture() -> Story:
+    return load_story()
+
+
+# -- reading the bot's answers ---------------------------------------------------------------
+
+
+def buttons(markup: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The inline buttons of a ``reply_markup`` (as sent), row by row."""
+    assert markup is not None, "the message has no keyboard"
+    return [button for row in markup["inline_keyboard"] for button in row]
+
+
+def choice_ids(markup: Mapping[str, Any] | None) -> list[str]:
+    """The choice ids behind the buttons (``choice:<id>``)."""
+    ids = []
+    for button in buttons(markup):
+        prefix, _, choice = button["callback_data"].partition(":")
+        assert prefix == "choice", button
+        ids.append(choice)
+    return ids
