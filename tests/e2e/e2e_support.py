@@ -25,7 +25,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.asgi import running
 from support.telegram import RecordingSession
-from support.updates import BOT_TOKEN, BOT_USERNAME, WEBHOOK_SECRET, secret_header
+from support.updates import (
+    BOT_TOKEN,
+    BOT_USERNAME,
+    WEBHOOK_SECRET,
+    callback_query_update,
+    secret_header,
+    start_update,
+)
 
 from app.config import AppSection, Settings
 from app.main import create_app
@@ -165,3 +172,96 @@ def choice_ids(markup: Mapping[str, Any] | None) -> list[str]:
         assert prefix == "choice", button
         ids.append(choice)
     return ids
+
+
+# -- walking the story as user B ------------------------------------------------------------
+
+BOT_MESSAGE_ID = 4242  # the id Telegram gave the bot's scene message (the buttons live on it)
+
+
+async def press(
+    deployment: Deployment, choice_id: str, *, message_text: str = "scene"
+) -> dict[str, Any]:
+    """B presses the button ``choice:<choice_id>`` on the bot's scene message."""
+    update = callback_query_update(
+        f"choice:{choice_id}",
+        user_id=USER_B,
+        message_id=BOT_MESSAGE_ID,
+        message_text=message_text,
+    )
+    answer = await deployment.deliver(update)
+    assert answer is not None
+    assert answer["method"] == "answerCallbackQuery"
+    assert answer["callback_query_id"] == update["callback_query"]["id"]
+    return answer
+
+
+def route_to_premium(story: Story) -> list[str]:
+    """The shortest list of choice ids from the start to a scene offering a premium choice."""
+    routes: dict[str, list[str]] = {story.start: []}
+    queue = [story.start]
+    while queue:
+        scene = story.scene(queue.pop(0))
+        if any(story.scene(c.target).premium for c in scene.choices):
+            return routes[scene.id]
+        for choice in scene.choices:
+            if choice.target not in routes and not story.scene(choice.target).premium:
+                routes[choice.target] = [*routes[scene.id], choice.id]
+                queue.append(choice.target)
+    raise AssertionError("the story has no premium branch")
+
+
+async def walk(
+    deployment: Deployment, story: Story, steps: int, *, route: list[str] | None = None
+) -> list[tuple[str, str, str]]:
+    """B /start, then ``steps`` presses, each on a button of the scene shown last (the next
+    of ``route``, or the first that does not lead into premium). Returns the log the
+    database should hold."""
+    answer = await deployment.deliver(start_update(user_id=USER_B, first_name="Bob"))
+    assert answer is not None
+    assert answer["method"] == "sendMessage"
+    scene = story.start_scene
+    assert answer["text"] == scene.text
+    expected = [(scene.id, "in", "/start"), (scene.id, "out", scene.text)]
+    markup = answer["reply_markup"]
+    for _ in range(steps):
+        offered = choice_ids(markup)
+        assert offered == [choice.id for choice in scene.choices]
+        wanted = route.pop(0) if route else None
+        choice = next(
+            c
+            for c in scene.choices
+            if (c.id == wanted if wanted else not story.scene(c.target).premium)
+        )
+        deployment.telegram.clear()
+
+        answer = await press(deployment, choice.id, message_text=scene.text)
+        assert "text" not in answer  # a plain acknowledgement: no alert
+
+        # The next scene replaces the old one in place, sent after the commit.
+        assert deployment.telegram.method_names == ["editMessageText"]
+        edit = deployment.telegram.last("editMessageText").params
+        target = story.scene(choice.target)
+        assert edit["chat_id"] == USER_B
+        assert edit["message_id"] == BOT_MESSAGE_ID
+        assert edit["text"] == target.text
+        expected += [(scene.id, "in", choice.label), (target.id, "out", target.text)]
+        scene, markup = target, edit.get("reply_markup")
+        assert await current_scene(deployment) == scene.id
+    return expected
+
+
+async def current_scene(deployment: Deployment) -> str:
+    b = await deployment.user_row_id(USER_B)
+    return str(
+        await deployment.scalar("SELECT scene FROM app__novel_states WHERE user_id = :u", u=b)
+    )
+
+
+async def message_log(deployment: Deployment) -> list[tuple[str, str, str]]:
+    b = await deployment.user_row_id(USER_B)
+    rows = await deployment.rows(
+        "SELECT scene, direction, text FROM app__novel_messages WHERE user_id = :u ORDER BY id",
+        u=b,
+    )
+    return [(str(scene), str(direction), str(text)) for scene, direction, text in rows]
