@@ -110,6 +110,25 @@ class UnitOfWorkMiddleware(BaseMiddleware):
         except DuplicateUpdate as exc:
             log.info("duplicate update skipped", update_id=exc.update_id, bot_id=exc.bot_id)
             return None
+        except DatabaseUnavailable as exc:
+            # Tell the webhook route even if an aiogram error handler swallows the exception:
+            # an outage must be answered 503 so that Telegram retries the update.
+            outcome = data.get(_OUTCOME_KEY)
+            if isinstance(outcome, _Outcome):
+                outcome.unavailable = exc
+            raise
+
+
+_OUTCOME_KEY = "_db_manager_outcome"
+
+
+class _Outcome:
+    """What the middleware reports back to the webhook route about one update."""
+
+    __slots__ = ("unavailable",)
+
+    def __init__(self) -> None:
+        self.unavailable: DatabaseUnavailable | None = None
 
 
 def setup_dispatcher(
@@ -331,19 +350,11 @@ def _validation_reason(exc: ValidationError) -> str:
 
 async def _process(runtime: WebhookRuntime, update: Update) -> Response:
     bot, dispatcher = runtime.bot, runtime.dispatcher
+    outcome = _Outcome()
     try:
-        result = await dispatcher.feed_update(bot, update)
+        result = await dispatcher.feed_update(bot, update, **{_OUTCOME_KEY: outcome})
     except DatabaseUnavailable as exc:
-        log.warning(
-            "database unavailable; Telegram will retry the update",
-            update_id=update.update_id,
-            error=str(exc),
-        )
-        return JSONResponse(
-            {"detail": "The database is unavailable; retry later."},
-            status_code=503,
-            headers={"Retry-After": str(exc.retry_after)},
-        )
+        return _unavailable(update, exc)
     except IntegrityError as exc:
         log.error(
             "update rolled back: integrity error",
@@ -359,9 +370,25 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
             error=_brief(exc),
         )
         return Response(status_code=200)
+    if outcome.unavailable is not None:
+        # An error handler of the app swallowed the outage; the update was not applied.
+        return _unavailable(update, outcome.unavailable)
     if result is UNHANDLED or result is None or not isinstance(result, TelegramMethod):
         return Response(status_code=200)
     return await _method_response(bot, result)
+
+
+def _unavailable(update: Update, exc: DatabaseUnavailable) -> Response:
+    log.warning(
+        "database unavailable; Telegram will retry the update",
+        update_id=update.update_id,
+        error=str(exc),
+    )
+    return JSONResponse(
+        {"detail": "The database is unavailable; retry later."},
+        status_code=503,
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 def _brief(exc: BaseException) -> str:

@@ -11,7 +11,8 @@ Handlers of the test bot (all record ``(name, update_id)`` in ``harness.calls`` 
 ``/start [code]``          writes an ``start`` event, returns ``message.answer(...)``
 successful payment         writes a ``payment`` event keyed by the charge id, replies
 ``boom``                   writes a ``boom`` event, flushes, then raises
-``key:<k>``                writes an event with the unique key ``<k>``
+``key:<k>``                writes an event with the unique key ``<k>``, replies
+``menu``                   replies with an inline keyboard (no DB)
 ``slow``                   writes, holds the transaction 50 ms, replies
 ``cut``                    writes, flushes, runs ``harness.before_commit`` (cuts the DB)
 ``swallow``                writes, swallows any error, replies
@@ -37,7 +38,15 @@ import pytest
 from aiogram import Bot, Dispatcher, F, Router
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.methods import AnswerCallbackQuery, AnswerPreCheckoutQuery, SendDocument, SendMessage
-from aiogram.types import BufferedInputFile, CallbackQuery, Message, PreCheckoutQuery, Update
+from aiogram.types import (
+    BufferedInputFile,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    PreCheckoutQuery,
+    Update,
+)
 from fastapi import FastAPI
 from sqlalchemy import BigInteger, MetaData, String, event, func, select
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -209,10 +218,11 @@ def build_router(harness_calls: list[tuple[str, int]], seen: dict[str, list[Any]
         raise RuntimeError("handler bug in boom")
 
     @router.message(F.text.startswith("key:"))
-    async def keyed(message: Message, uow: UnitOfWork, event_update: Update) -> None:
+    async def keyed(message: Message, uow: UnitOfWork, event_update: Update) -> SendMessage:
         called("keyed", event_update)
         assert message.text is not None
         uow.session.add(Event(kind="keyed", update_id=event_update.update_id, key=message.text[4:]))
+        return message.answer("saved")  # flushed, and so refused, only at the commit
 
     @router.message(F.text == "slow")
     async def slow(message: Message, uow: UnitOfWork, event_update: Update) -> SendMessage:
@@ -244,6 +254,14 @@ def build_router(harness_calls: list[tuple[str, int]], seen: dict[str, list[Any]
     async def file(message: Message, event_update: Update) -> SendDocument:
         called("file", event_update)
         return message.answer_document(BufferedInputFile(b"report body", filename="report.txt"))
+
+    @router.message(F.text == "menu")
+    async def menu(message: Message, event_update: Update) -> SendMessage:
+        called("menu", event_update)
+        keyboard = InlineKeyboardMarkup(
+            inline_keyboard=[[InlineKeyboardButton(text="Next", callback_data="next")]]
+        )
+        return message.answer("Choose:", reply_markup=keyboard, disable_notification=True)
 
     @router.message(F.text == "no-db")
     async def no_db(message: Message, event_update: Update) -> SendMessage:

@@ -9,9 +9,13 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
+from typing import Any
 
 import pytest
-from conftest import Harness, HarnessFactory
+from aiogram import Dispatcher
+from aiogram.types import ErrorEvent
+from conftest import Harness, HarnessFactory, build_dispatcher
 from structlog.testing import capture_logs
 from support.proxy import TcpProxy
 from support.updates import message_update, start_update
@@ -61,9 +65,15 @@ async def test_twenty_concurrent_deliveries_are_applied_once(harness: Harness) -
     ``BEGIN IMMEDIATE``. Either way: one effect, one reply, twenty 200s."""
     update = message_update("slow", update_id=3003, user_id=52)
 
-    responses = await asyncio.gather(*(harness.post(update) for _ in range(20)))
+    with capture_logs() as logs:
+        responses = await asyncio.gather(*(harness.post(update) for _ in range(20)))
 
     assert [r.status_code for r in responses] == [200] * 20
+    assert harness.calls_of("slow") == [3003] * 20  # twenty handlers really ran
+    # Nineteen recognised duplicates, not nineteen integrity errors of a read-then-insert.
+    skipped = [e for e in logs if e["event"] == "duplicate update skipped"]
+    assert len(skipped) == 19
+    assert [e for e in logs if e["log_level"] not in ("debug", "info")] == []
     replies = [r.json() for r in responses if r.content]
     assert replies == [{"method": "sendMessage", "chat_id": 52, "text": "done"}]
     assert len(await harness.events("slow")) == 1
@@ -94,10 +104,39 @@ def sqlite_write_lock(path: str) -> Iterator[None]:
         conn.close()
 
 
+def dispatcher_with_catch_all_error_handler(
+    calls: list[tuple[str, int]], seen: dict[str, list[Any]]
+) -> Dispatcher:
+    """Apps often log every error and tell the user "sorry": aiogram then swallows it."""
+    dispatcher = build_dispatcher(calls, [], seen)
+
+    @dispatcher.errors()
+    async def catch_all(event: ErrorEvent) -> bool:
+        calls.append(("errors", event.update.update_id))
+        return True
+
+    return dispatcher
+
+
+@pytest.mark.parametrize(
+    "error_handler", [pytest.param(False, id="plain"), pytest.param(True, id="catch-all-errors")]
+)
 async def test_database_down_answers_503_and_the_retry_is_applied_once(
-    backend: str, db_settings: DatabaseSettings, make_harness: HarnessFactory
+    backend: str,
+    db_settings: DatabaseSettings,
+    make_harness: HarnessFactory,
+    error_handler: bool,
 ) -> None:
     update = start_update(update_id=3020, user_id=53)
+    calls: list[tuple[str, int]] = []
+    seen: dict[str, list[Any]] = {}
+    if error_handler:
+        make_harness = partial(
+            make_harness,
+            dispatcher=dispatcher_with_catch_all_error_handler(calls, seen),
+            calls=calls,
+            seen=seen,
+        )
     if backend == "sqlite":
         settings = db_settings.model_copy(update={"sqlite_busy_timeout": 0.2})
         async with make_harness(db=settings) as harness:
@@ -105,22 +144,23 @@ async def test_database_down_answers_503_and_the_retry_is_applied_once(
             with sqlite_write_lock(settings.database), capture_logs() as logs:
                 down = await harness.post(update)
             await _assert_outage_then_once(harness, down, logs, update)
-        return
-
-    assert db_settings.host is not None and db_settings.port is not None
-    async with TcpProxy(db_settings.host, db_settings.port) as proxy:
-        settings = db_settings.model_copy(
-            update={"port": proxy.port, "connect_timeout": 1.0, "pool_pre_ping": True}
-        )
-        async with make_harness(db=settings) as harness:
-            # Warm the pool so the outage also breaks connections that are already open.
-            warm = await harness.post(message_update("warm-up", update_id=3019))
-            assert warm.status_code == 200
-            await proxy.stop()
-            with capture_logs() as logs:
-                down = await harness.post(update)
-            await proxy.start()
-            await _assert_outage_then_once(harness, down, logs, update)
+    else:
+        assert db_settings.host is not None and db_settings.port is not None
+        async with TcpProxy(db_settings.host, db_settings.port) as proxy:
+            settings = db_settings.model_copy(
+                update={"port": proxy.port, "connect_timeout": 1.0, "pool_pre_ping": True}
+            )
+            async with make_harness(db=settings) as harness:
+                # Warm the pool so the outage also breaks connections that are already open.
+                warm = await harness.post(message_update("warm-up", update_id=3019))
+                assert warm.status_code == 200
+                await proxy.stop()
+                with capture_logs() as logs:
+                    down = await harness.post(update)
+                await proxy.start()
+                await _assert_outage_then_once(harness, down, logs, update)
+    if error_handler:
+        assert ("errors", 3020) in calls  # the app's error handler did see (and eat) it
 
 
 async def _assert_outage_then_once(
