@@ -118,7 +118,7 @@ async def pg_fetch(
 
 
 async def app_backends(
-    application_name: str, *, host: str = PG_HOST, port: int = PG_PORT
+    application_name: str, *, host: str = PG_HOST, port: int = PG_PORT, admin_db: str = PG_ADMIN_DB
 ) -> list[asyncpg.Record]:
     """The server backends of the app (its connections), seen from an admin connection."""
     return await pg_fetch(
@@ -127,15 +127,19 @@ async def app_backends(
         application_name,
         host=host,
         port=port,
+        database=admin_db,
     )
 
 
-async def idle_in_transaction(database: str, *, port: int = PG_PORT) -> list[asyncpg.Record]:
+async def idle_in_transaction(
+    database: str, *, port: int = PG_PORT, admin_db: str = PG_ADMIN_DB
+) -> list[asyncpg.Record]:
     return await pg_fetch(
         "SELECT pid, application_name, state, query FROM pg_stat_activity "
         "WHERE datname = $1 AND state LIKE 'idle in transaction%'",
         database,
         port=port,
+        database=admin_db,
     )
 
 
