@@ -3,7 +3,9 @@
 Not a ``conftest.py`` on purpose: conftest files outside packages all import as the module
 ``conftest``, and one here would shadow ``tests/conftest.py`` for every test module that
 does ``from conftest import ...`` after this folder is collected. Plain helpers instead,
-used as async context managers.
+used as async context managers. For the same reason the helpers of ``tests/conftest.py``
+(``pg_settings``, ``PG_HOST``, ...) are re-exported from here, loaded from that file by
+path: ``from conftest import`` gets whichever ``conftest`` pytest imported last.
 
 The app (:func:`build_app`) is a small, real FastAPI app on ``db_manager.fastapi``:
 
@@ -25,18 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import socket
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import asyncpg
 import httpx
 import uvicorn
-from conftest import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
@@ -57,6 +61,25 @@ from db_manager.fastapi import (
 )
 
 MAX_BODY_SIZE = 1024
+TESTS_DIR = Path(__file__).resolve().parents[2]
+
+
+def _load_root_conftest() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "_fastapi_tests_root_conftest", TESTS_DIR / "conftest.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_root = _load_root_conftest()
+PG_HOST: str = _root.PG_HOST
+PG_PORT: int = _root.PG_PORT
+PG_USER: str = _root.PG_USER
+PG_ADMIN_DB: str = _root.PG_ADMIN_DB
+pg_settings: Callable[..., DatabaseSettings] = _root.pg_settings
 
 # -- models ------------------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 import pytest
-from conftest import pg_settings
 from fastapi_support import (
     Running,
     Thing,
@@ -33,6 +32,7 @@ from fastapi_support import (
     observer_engine,
     on_uvicorn,
     pg_execute,
+    pg_settings,
     thing_names,
     wait_for,
 )

@@ -20,7 +20,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import pg_settings
 from fastapi.responses import JSONResponse
 from fastapi_support import (
     Running,
@@ -33,6 +32,7 @@ from fastapi_support import (
     names,
     on_uvicorn,
     pg_backends,
+    pg_settings,
     thing_names,
     wait_for,
 )

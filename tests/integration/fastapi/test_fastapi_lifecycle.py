@@ -18,12 +18,14 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PG_HOST, PG_PORT, pg_settings
 from fastapi_support import (
     MAX_BODY_SIZE,
+    PG_HOST,
+    PG_PORT,
     build_app,
     checked_out,
     free_port,
@@ -31,6 +33,7 @@ from fastapi_support import (
     names,
     on_uvicorn,
     pg_backends,
+    pg_settings,
     tcp_proxy,
     thing_names,
     wait_for,
@@ -45,7 +48,6 @@ from db_manager.fastapi import (
     get_services,
 )
 
-TESTS_DIR = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PASSWORD = "s3cret-p@ss:w/rd%"
 
@@ -130,80 +132,116 @@ def silent_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-async def run_until_exit(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, float]:
+@dataclass
+class Exited:
+    code: int
+    lines: list[tuple[float, str]]  # (seconds since the start, line) as the parent read them
+    elapsed: float
+
+    @property
+    def output(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def when(self, text: str) -> float:
+        return next(t for t, line in self.lines if text in line)
+
+
+async def run_until_exit(args: list[str], env: dict[str, str], cwd: Path) -> Exited:
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *args,
         cwd=cwd,
-        env=env,
+        env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    assert proc.stdout is not None
+    lines: list[tuple[float, str]] = []
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout=20.0)
+        async with asyncio.timeout(60.0):
+            while raw := await proc.stdout.readline():
+                lines.append((time.monotonic() - started, raw.decode().rstrip("\n")))
+            code = await proc.wait()
     except TimeoutError:
         proc.kill()
         await proc.wait()
         raise
-    assert proc.returncode is not None
-    return proc.returncode, output.decode(), time.monotonic() - started
+    return Exited(code, lines, time.monotonic() - started)
 
 
-@pytest.mark.parametrize("target", ["app", "test-app"])
-@pytest.mark.parametrize("server", ["refusing", "silent"])
-async def test_startup_with_unreachable_database_fails_fast_with_one_line(
-    target: str, server: str, silent_port: int, tmp_path: Path
-) -> None:
-    """``target`` "app" is ``python -m app run``; "test-app" is plain uvicorn on a minimal app
-    made of db_manager.fastapi only, so the adapter is covered whatever app/ does."""
-    port = closed_port() if server == "refusing" else silent_port
-    env = {
-        **os.environ,  # the autouse fixture removed any DATABASE__* / CONFIG_FILE of the caller
-        "DATABASE__DRIVER": "postgresql+asyncpg",
-        "DATABASE__HOST": "127.0.0.1",
-        "DATABASE__PORT": str(port),
-        "DATABASE__DATABASE": "app_db",
-        "DATABASE__USER": "app",
-        "DATABASE__PASSWORD": PASSWORD,
-        "DATABASE__CONNECT_TIMEOUT": "1",
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(TESTS_DIR)]),
-    }
+def startup_command(target: str) -> list[str]:
+    """``app``: ``python -m app run``. ``test-app``: plain uvicorn on a minimal app made of
+    db_manager.fastapi only (:func:`fastapi_support.app_from_env`), so the adapter is covered
+    whatever app/ does."""
     if target == "app":
-        args = [sys.executable, "-m", "app", "run", "--port", str(free_port())]
-    else:
-        args = [
-            *(sys.executable, "-m", "uvicorn", "fastapi_support:app_from_env", "--factory"),
-            *("--port", str(free_port()), "--lifespan", "on"),
-        ]
-
-    code, output, elapsed = await run_until_exit(args, env, tmp_path)
-
-    assert code != 0, output
-    assert elapsed < 15.0, output
-    assert "Traceback" not in output, output
-    assert PASSWORD not in output and "p%40ss" not in output, output
-    lines = [line for line in output.splitlines() if "cannot reach the database" in line]
-    assert len(lines) == 1, output
-    [line] = lines
-    assert f"127.0.0.1:{port}/app_db" in line
-    reason = "Connection refused" if server == "refusing" else "did not answer within"
-    assert reason in line, line
-
-
-async def test_startup_with_a_bad_setting_fails_with_one_line(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DATABASE__PORT": "not-a-port",
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(TESTS_DIR)]),
-    }
-    args = [
+        return [sys.executable, "-m", "app", "run", "--port", str(free_port())]
+    return [
         *(sys.executable, "-m", "uvicorn", "fastapi_support:app_from_env", "--factory"),
         *("--port", str(free_port()), "--lifespan", "on"),
     ]
-    code, output, elapsed = await run_until_exit(args, env, tmp_path)
 
-    assert code != 0, output
-    assert elapsed < 15.0, output
+
+def startup_env(**database: str) -> dict[str, str]:
+    env = {
+        **os.environ,  # the autouse fixture removed any DATABASE__* / CONFIG_FILE of the caller
+        "PYTHONPATH": str(HERE),
+    }
+    env.update({f"DATABASE__{key.upper()}": value for key, value in database.items()})
+    return env
+
+
+async def test_startup_with_unreachable_database_fails_fast_with_one_line(
+    silent_port: int, tmp_path: Path
+) -> None:
+    """Three servers start at once (imports take seconds): the app against a port that
+    refuses and one that accepts and never answers, and the minimal test app (refused)."""
+    cases = [
+        ("app", "refusing", closed_port()),
+        ("app", "silent", silent_port),
+        ("test-app", "refusing", closed_port()),
+    ]
+
+    async def start(target: str, port: int) -> Exited:
+        env = startup_env(
+            driver="postgresql+asyncpg",
+            host="127.0.0.1",
+            port=str(port),
+            database="app_db",
+            user="app",
+            password=PASSWORD,
+            connect_timeout="1",
+        )
+        return await run_until_exit(startup_command(target), env, tmp_path)
+
+    results = await asyncio.gather(*(start(target, port) for target, _, port in cases))
+
+    for (target, server, port), exited in zip(cases, results, strict=True):
+        output = exited.output
+        case = f"{target}/{server} ({exited.elapsed:.1f} s):\n{output}"
+        assert exited.code != 0, case
+        # Bounded: from "Waiting for application startup" to the error line it is the
+        # connect_timeout (1 s) plus a little; the whole run, imports included, is bounded
+        # too (generously: four interpreters start at once on a possibly busy machine).
+        waited = exited.when("cannot reach the database") - exited.when("application startup")
+        assert waited < 1.0 + 2.0, case
+        assert exited.elapsed < 30.0, case
+        assert "Traceback" not in output, case
+        assert PASSWORD not in output and "p%40ss" not in output, case
+        lines = [line for line in output.splitlines() if "cannot reach the database" in line]
+        assert len(lines) == 1, case
+        [line] = lines
+        assert f"127.0.0.1:{port}/app_db" in line, case
+        reason = "Connection refused" if server == "refusing" else "did not answer within"
+        assert reason in line, case
+
+
+async def test_startup_with_a_bad_setting_fails_with_one_line(tmp_path: Path) -> None:
+    env = startup_env(port="not-a-port")
+    exited = await run_until_exit(startup_command("test-app"), env, tmp_path)
+    output = exited.output
+
+    assert exited.code != 0, output
+    assert exited.elapsed < 30.0, output
     assert "Traceback" not in output, output
     lines = [line for line in output.splitlines() if "DATABASE__PORT" in line]
     assert len(lines) == 1, output
