@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiogram import Dispatcher
 from aiogram.types import ErrorEvent
-from conftest import Harness, HarnessFactory, build_dispatcher
+from aiogram_webhook_app import Harness, HarnessFactory, build_dispatcher
 from structlog.testing import capture_logs
 from support.proxy import TcpProxy
 from support.updates import message_update, start_update

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Harness, HarnessFactory, telegram_settings
+from aiogram_webhook_app import Harness, HarnessFactory, telegram_settings
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 from support.updates import WEBHOOK_SECRET, encode, start_update

@@ -11,7 +11,7 @@ import random
 
 import pytest
 from aiogram import Dispatcher
-from conftest import Harness, HarnessFactory, build_dispatcher, telegram_settings
+from aiogram_webhook_app import Harness, HarnessFactory, build_dispatcher, telegram_settings
 from structlog.testing import capture_logs
 from support.asgi import LifespanFailed
 from support.telegram import RecordingSession
