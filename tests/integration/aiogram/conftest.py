@@ -113,8 +113,8 @@ def _root_conftest() -> ModuleType:
 
 
 def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
+    if name.startswith(("_", "pytest_")):  # pytest's own names (pytest_plugins, hooks)
+        raise AttributeError(f"module 'conftest' has no attribute {name!r}")
     try:
         return getattr(_root_conftest(), name)
     except AttributeError:
