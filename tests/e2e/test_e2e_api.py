@@ -98,6 +98,18 @@ async def test_api_with_the_token_and_stats_match_the_database(deployment: Deplo
         assert "No user" in response.json()["detail"]
 
 
+async def test_api_refuses_ids_that_are_no_telegram_ids(deployment: Deployment) -> None:
+    # Beyond BIGINT an id cannot even be bound as a parameter: that was a 500 (database_error).
+    for bad in ("0", "-5", str(2**63), "9" * 30, "abc"):
+        for suffix in ("", "/payments"):
+            path = f"/api/users/{bad}{suffix}"
+            response = await deployment.api(path)
+            assert response.status_code == 422, (path, response.text)
+            # Without the token it is still a 401: nothing is validated for strangers.
+            assert (await deployment.api(path, token=None)).status_code == 401
+    assert (await deployment.api(f"/api/users/{2**63 - 1}")).status_code == 404
+
+
 async def test_api_is_off_without_a_token_and_health_stays_open(
     db_settings: DatabaseSettings,
 ) -> None:
