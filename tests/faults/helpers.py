@@ -327,11 +327,19 @@ class PgBouncer:
         )
         for path in (users, ini):
             _own_for_postgres(path)
+        # As root, run it as the postgres user directly (not through runuser), so that our
+        # signals reach PgBouncer itself.
+        as_user: dict[str, Any] = (
+            {"user": "postgres", "group": "postgres", "extra_groups": []}
+            if os.geteuid() == 0
+            else {}
+        )
         self.process = subprocess.Popen(
-            _as_postgres([executable, str(ini)]),
+            [executable, str(ini)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=self.base,
+            **as_user,
         )
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
@@ -342,7 +350,7 @@ class PgBouncer:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)  # runuser passes it on; pgbouncer exits at once
+            process.terminate()  # SIGTERM: PgBouncer's immediate shutdown
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
