@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from .faultapp import build_app
-from .helpers import checked_out, faults_settings, in_process
+from .helpers import checked_out, faults_settings, in_process, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -39,8 +39,11 @@ async def test_waiting_requests_get_503_after_pool_timeout(faults_db: str) -> No
 
         with capture_logs() as logs:
             slow = [asyncio.create_task(timed(f"/sleep?seconds={SLEEP}")) for _ in range(REQUESTS)]
-            await asyncio.sleep(0.3)  # the pool is exhausted now
-            assert checked_out(app) == 2
+
+            async def exhausted() -> bool:
+                return checked_out(app) == 2
+
+            assert await wait_until(exhausted, 5, interval=0.01)
             ready, ready_took = await timed("/health/ready")
             results = await asyncio.gather(*slow)
 
