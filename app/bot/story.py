@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import structlog
 from aiogram import Bot, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, Message
 
@@ -12,6 +14,8 @@ from app.story import Story
 from app.unit_of_work import AppUnitOfWork
 
 __all__ = ["build_router"]
+
+log = structlog.get_logger("app.bot.story")
 
 
 async def choose(
@@ -35,14 +39,22 @@ async def choose(
     async def show_next_scene() -> None:
         # After the commit: the user never sees a scene whose state was not saved.
         if isinstance(message, Message):
-            await bot.edit_message_text(
-                text=scene.text,
-                chat_id=message.chat.id,
-                message_id=message.message_id,
-                reply_markup=markup,
-            )
-        else:
-            await bot.send_message(callback.from_user.id, scene.text, reply_markup=markup)
+            try:
+                await bot.edit_message_text(
+                    text=scene.text,
+                    chat_id=message.chat.id,
+                    message_id=message.message_id,
+                    reply_markup=markup,
+                )
+                return
+            except TelegramBadRequest as exc:
+                if "message is not modified" in exc.message:
+                    return  # it already shows this scene
+                # Too old to edit, deleted meanwhile, ...: the state moved on, so the user
+                # must see the new scene (and its buttons) anyway, as a new message.
+                log.info("scene edit refused; sending it", scene=scene.id, error=exc.message)
+        # An inaccessible message (older than 48 hours) cannot be edited either.
+        await bot.send_message(callback.from_user.id, scene.text, reply_markup=markup)
 
     uow.on_commit(show_next_scene)
     return callback.answer()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     USER_B,
     Deployment,
+    choice_ids,
     current_scene,
     deployment_fixture,
     message_log,
@@ -13,8 +16,11 @@ from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     story_fixture,
     walk,
 )
+from support.updates import callback_query_update
 
 from app.story import Story
+
+USER_C = 7_000_003
 
 
 async def test_three_scenes_by_buttons_state_and_log_match(
@@ -91,3 +97,78 @@ async def test_premium_button_without_payment_is_refused(
     assert "/buy" in answer["text"]
     assert deployment.telegram.method_names == []
     assert await deployment.snapshot() == before
+
+
+async def test_button_of_a_user_who_never_started_is_explained(deployment: Deployment) -> None:
+    update = callback_query_update("choice:harbor_path", user_id=USER_C, message_id=7)
+    answer = await deployment.deliver(update)
+    assert answer is not None
+    assert answer["method"] == "answerCallbackQuery"
+    assert answer["show_alert"] is True
+    assert "/start" in answer["text"]
+    assert deployment.telegram.method_names == []
+    assert await deployment.scalar("SELECT count(*) FROM app__users") == 0
+    assert await deployment.scalar("SELECT count(*) FROM app__novel_messages") == 0
+
+
+async def test_a_scene_that_cannot_be_edited_in_place_is_sent_as_a_new_message(
+    deployment: Deployment, story: Story
+) -> None:
+    await walk(deployment, story, steps=1)
+    scene = story.scene(await current_scene(deployment))
+    choice = scene.choices[0]
+    deployment.telegram.clear()
+    deployment.telegram.fail("editMessageText", description="Bad Request: message can't be edited")
+
+    answer = await press(deployment, choice.id)
+    assert "text" not in answer
+    assert deployment.telegram.method_names == ["editMessageText", "sendMessage"]
+    sent = deployment.telegram.last("sendMessage").params
+    target = story.scene(choice.target)
+    assert sent["chat_id"] == USER_B
+    assert sent["text"] == target.text
+    assert choice_ids(sent.get("reply_markup")) == [c.id for c in target.choices]
+    assert await current_scene(deployment) == target.id
+
+
+async def test_a_button_on_an_inaccessible_message_sends_the_next_scene(
+    deployment: Deployment, story: Story
+) -> None:
+    await walk(deployment, story, steps=1)
+    scene = story.scene(await current_scene(deployment))
+    choice = scene.choices[0]
+    update = callback_query_update(f"choice:{choice.id}", user_id=USER_B, message_id=3)
+    # Telegram sends messages older than 48 hours as InaccessibleMessage (date 0).
+    update["callback_query"]["message"] = {
+        "message_id": 3,
+        "chat": {"id": USER_B, "type": "private"},
+        "date": 0,
+    }
+    deployment.telegram.clear()
+    answer = await deployment.deliver(update)
+    assert answer is not None
+    assert answer["method"] == "answerCallbackQuery"
+    assert deployment.telegram.method_names == ["sendMessage"]
+    assert deployment.telegram.last("sendMessage").params["text"] == story.scene(choice.target).text
+    assert await current_scene(deployment) == choice.target
+
+
+async def test_a_double_click_is_applied_once(deployment: Deployment, story: Story) -> None:
+    expected_log = await walk(deployment, story, steps=1)
+    scene = story.scene(await current_scene(deployment))
+    choice = scene.choices[0]
+    deployment.telegram.clear()
+
+    answers = await asyncio.gather(press(deployment, choice.id), press(deployment, choice.id))
+
+    alerts = [answer for answer in answers if answer.get("show_alert")]
+    assert len(alerts) == 1, answers
+    assert "not available" in alerts[0]["text"]
+    assert deployment.telegram.method_names == ["editMessageText"]
+    assert await current_scene(deployment) == choice.target
+    target = story.scene(choice.target)
+    assert await message_log(deployment) == [
+        *expected_log,
+        (scene.id, "in", choice.label),
+        (target.id, "out", target.text),
+    ]
