@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
@@ -162,3 +163,26 @@ async def test_buy_before_start_is_explained(deployment: Deployment) -> None:
     await deployment.deliver(start_update(user_id=USER_A))
     assert (await buy(deployment, USER_A))["method"] == "sendInvoice"
     assert await deployment.scalar("SELECT count(*) FROM app__payments") == 0
+
+
+async def test_one_payment_delivered_twice_at_once_is_recorded_once(
+    deployment: Deployment,
+) -> None:
+    await deployment.deliver(start_update(user_id=USER_B))
+    invoice = await buy(deployment)
+    # Two deliveries of one charge racing (e.g. on two workers): one row, one thank-you.
+    updates = [
+        successful_payment_update(
+            user_id=USER_B,
+            payload=invoice["payload"],
+            amount=PRICE_XTR,
+            charge_id=CHARGE_ID,
+        )
+        for _ in range(2)
+    ]
+    answers = await asyncio.gather(*(deployment.deliver(update) for update in updates))
+    assert sorted(answer is None for answer in answers) == [False, True], answers
+    assert len(await payments(deployment)) == 1
+    assert await premium(deployment)
+    stats = await deployment.api_json("/api/stats")
+    assert (stats["payments"], stats["payments_sum"]) == (1, PRICE_XTR)
