@@ -36,7 +36,7 @@ def require(problem: str | None) -> None:
 
 
 @pytest.fixture
-def port() -> int:
+def free_tcp_port() -> int:
     """A free loopback port."""
     return free_port()
 

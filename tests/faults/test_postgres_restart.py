@@ -11,13 +11,20 @@ and after the outage.
 * Afterwards no connection is checked out (``/pool``), none is ``idle in transaction``, and
   the committed bumps match the answers (each 2xx bump is there; a bump answered 503 may be
   there only if its COMMIT was in flight when the server went down).
+* 10 of the 50 clients play Telegram: they post updates to the webhook and, like Telegram,
+  redeliver an update until it is acknowledged with 200. Every update ends up applied
+  exactly once, also those whose first delivery failed during the outage.
+* ``/health/ready`` is polled throughout: 503 while the server is down, 200 once it is back,
+  never slower than its timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +32,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from .faultapp import Item, scalar
+from .faultapp import WEBHOOK_PATH, WEBHOOK_SECRET, Applied, Item, rows, scalar
 from .helpers import (
     PostgresServer,
     UvicornProcess,
@@ -38,6 +45,8 @@ from .helpers import (
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CLIENTS = 50
+TELEGRAM_CLIENTS = 10  # of the 50
+READY_TIMEOUT = 2.0
 BEFORE = 1.5  # seconds of steady load before the restart
 OUTAGE = 2.0  # seconds the server stays down
 AFTER = 6.5  # seconds of load after it is back
@@ -59,6 +68,8 @@ async def test_requests_during_and_after_a_postgres_restart(
     own_postgres_db: str,
     uvicorn_app: Callable[..., UvicornProcess],
 ) -> None:
+    from support.updates import encode, message_update
+
     settings = faults_settings(
         own_postgres_db,
         port=own_postgres.port,
@@ -67,8 +78,11 @@ async def test_requests_during_and_after_a_postgres_restart(
         pool_timeout=5,
         connect_timeout=2,
     )
-    server = uvicorn_app(settings)
+    server = uvicorn_app(settings, telegram=True, ready_timeout=READY_TIMEOUT)
     sent: list[Sent] = []
+    health: list[Sent] = []
+    acknowledged: list[int] = []
+    update_ids = itertools.count(990_000_001)
     running = True
 
     async def client_loop(seed: int) -> None:
@@ -94,7 +108,49 @@ async def test_requests_during_and_after_a_postgres_restart(
                 sent.append(Sent(started, time.monotonic(), kind, status, retry_after))
                 await asyncio.sleep(0.01 if status == "200" else 0.05)
 
-    clients = [asyncio.create_task(client_loop(seed)) for seed in range(CLIENTS)]
+    async def telegram_loop() -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET,
+        }
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(
+            base_url=server.base_url, timeout=HANG_LIMIT + 2, limits=limits
+        ) as client:
+            while running:
+                update_id = next(update_ids)
+                body = encode(message_update(f"update {update_id}", update_id=update_id))
+                deadline = time.monotonic() + BEFORE + OUTAGE + AFTER + 10
+                # Like Telegram: redeliver until the update is acknowledged.
+                while time.monotonic() < deadline:
+                    started = time.monotonic()
+                    retry_after = None
+                    try:
+                        answer = await client.post(WEBHOOK_PATH, content=body, headers=headers)
+                        status = str(answer.status_code)
+                        retry_after = answer.headers.get("Retry-After")
+                    except httpx.HTTPError as exc:
+                        status = type(exc).__name__
+                    sent.append(Sent(started, time.monotonic(), "webhook", status, retry_after))
+                    if status == "200":
+                        acknowledged.append(update_id)
+                        break
+                    await asyncio.sleep(0.1)
+
+    async def health_loop() -> None:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=HANG_LIMIT + 2) as client:
+            while running:
+                started = time.monotonic()
+                try:
+                    status = str((await client.get("/health/ready")).status_code)
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                health.append(Sent(started, time.monotonic(), "ready", status, None))
+                await asyncio.sleep(0.1)
+
+    clients = [asyncio.create_task(client_loop(seed)) for seed in range(CLIENTS - TELEGRAM_CLIENTS)]
+    clients += [asyncio.create_task(telegram_loop()) for _ in range(TELEGRAM_CLIENTS)]
+    clients.append(asyncio.create_task(health_loop()))
     try:
         await asyncio.sleep(BEFORE)
         stopping = time.monotonic()
@@ -126,6 +182,23 @@ async def test_requests_during_and_after_a_postgres_restart(
     assert {s.status for s in after} == {"200"}, [s for s in after if s.status != "200"][:5]
     failed_after = [s for s in sent if s.started >= back and s.status != "200"]
     recovered_in = max((s.finished for s in failed_after), default=back) - back
+
+    # The health check: never slower than its timeout; 503 while down, 200 once back.
+    assert {h.status for h in health} <= {"200", "503"}
+    assert max(h.finished - h.started for h in health) < READY_TIMEOUT + 1.5
+    assert {h.status for h in health if down <= h.started and h.finished <= starting} == {"503"}
+    assert {h.status for h in health if h.started >= back + RECOVERY_LIMIT} == {"200"}
+
+    # Every update was acknowledged in the end and applied exactly once.
+    webhook = [s for s in sent if s.kind == "webhook"]
+    assert any(s.status == "503" for s in webhook), "no update delivery hit the outage"
+    applied = await rows(
+        faults_settings(own_postgres_db, port=own_postgres.port),
+        select(Applied.update_id, func.count()).group_by(Applied.update_id),
+    )
+    assert len(acknowledged) == len(set(acknowledged)) >= TELEGRAM_CLIENTS
+    assert {update_id: n for update_id, n in applied} == dict.fromkeys(acknowledged, 1)
+    redelivered = sum(1 for s in webhook if s.status != "200")
 
     # No leaks: nothing checked out, nothing left in an open transaction.
     async def pool_idle() -> bool:
@@ -165,5 +238,7 @@ async def test_requests_during_and_after_a_postgres_restart(
         f"{unavailable} x 503 ({len(during)} sent while down, all 503); "
         f"last failure {recovered_in:.2f} s after the server was back; "
         f"longest request {longest:.2f} s; committed bumps {total} "
-        f"(200: {bumps_ok}, 503: {bumps_503})"
+        f"(200: {bumps_ok}, 503: {bumps_503}); {len(acknowledged)} updates applied once "
+        f"after {redelivered} failed deliveries; /health/ready "
+        f"{dict(Counter(h.status for h in health))}"
     )
