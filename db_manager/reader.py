@@ -50,13 +50,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import Select, bindparam, event, inspect, select, text
+from sqlalchemy import Select, bindparam, event, inspect, select
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.sql import Executable
 
 # Less public API (pinned by a test): run sync SQLAlchemy code that awaits the async driver.
@@ -78,7 +78,6 @@ Params = Mapping[str, Any]
 _M = TypeVar("_M")
 _T = TypeVar("_T")
 
-_SELECT_1: Final = text("SELECT 1")
 _READ_ONLY_SQLSTATE: Final = "25006"  # read_only_sql_transaction
 _SQLITE_READONLY: Final = 8  # primary result code of "attempt to write a readonly database"
 
@@ -220,8 +219,13 @@ class Reader:
         """Run ``statement`` and return its result, fully fetched (read it at leisure).
 
         ORM statements (``select(Item)``) give entities, as ``AsyncSession.execute`` would.
+        Core results are the driver-buffered cursor result, as ``AsyncConnection.execute``
+        returns it; ORM results and streaming requests are frozen (fetched) before return.
         """
-        result: Result[Any] = await self._dispatch(statement, params, _buffered)
+        if statement._propagate_attrs.get("compile_state_plugin") == "orm" or _streams(statement):
+            result: Result[Any] = await self._dispatch(statement, params, _buffered)
+        else:
+            result = await self._dispatch(statement, params, _as_is)
         return result
 
     async def scalar(self, statement: Executable, params: Params | None = None) -> Any:
@@ -234,18 +238,52 @@ class Reader:
         return result
 
     async def ping(self, within: float = 2.0) -> float:
-        """Run ``SELECT 1`` within ``within`` seconds on the read pool; return milliseconds.
+        """Check within ``within`` seconds that the database answers; return milliseconds.
 
-        Raises ``DatabaseUnavailable`` when the server is gone, the read pool is exhausted or
-        the time runs out; never hangs longer than ``within`` seconds.
+        One round trip on a read-pool connection through the dialect's own liveness check
+        (``do_ping``, what ``pool_pre_ping`` uses: an empty query on asyncpg, ``SELECT 1``
+        elsewhere). Raises ``DatabaseUnavailable`` when the server is gone, the read pool is
+        exhausted or the time runs out; never hangs longer than ``within`` seconds.
         """
         started = time.perf_counter()
         try:
             async with asyncio.timeout(within):
-                await self._run(_core, _SELECT_1, None, _scalar)
+                await greenlet_spawn(self._ping)
         except TimeoutError:
-            raise DatabaseUnavailable(f"SELECT 1 did not answer within {within:g}s") from None
+            raise DatabaseUnavailable(f"the database did not answer within {within:g}s") from None
+        except Exception as exc:
+            if isinstance(exc, DatabaseUnavailable):
+                raise
+            raise DatabaseUnavailable(f"the database is unavailable: {_reason(exc)}") from exc
         return (time.perf_counter() - started) * 1000
+
+    def _ping(self) -> None:
+        # Runs in the greenlet. A raw pool connection: no Connection, no statement compiling.
+        conn = self._sync_engine.raw_connection()
+        try:
+            self._ping_on(conn)
+            return
+        except Exception:
+            conn.invalidate()  # a dead pooled connection: try once more on a fresh one below
+        except BaseException:
+            conn.invalidate()  # cancelled mid-ping: never hand the connection out again
+            raise
+        finally:
+            conn.close()
+        conn = self._sync_engine.raw_connection()
+        try:
+            self._ping_on(conn)
+        except BaseException:
+            conn.invalidate()
+            raise
+        finally:
+            conn.close()
+
+    def _ping_on(self, conn: PoolProxiedConnection) -> None:
+        dbapi_connection = conn.dbapi_connection
+        if dbapi_connection is None:
+            raise DatabaseUnavailable("the pooled connection was closed")
+        self._sync_engine.dialect.do_ping(dbapi_connection)
 
     # -- a consistent view ---------------------------------------------------------------
 
@@ -367,6 +405,17 @@ def _orm(
         return finish(session.execute(statement, params))
 
 
+def _streams(statement: Executable) -> bool:
+    options = statement.get_execution_options()
+    return bool(options) and ("stream_results" in options or "yield_per" in options)
+
+
+def _as_is(result: Result[Any]) -> Result[Any]:
+    # Async drivers buffer every row at execute (SQLAlchemy's AsyncConnection.execute relies
+    # on the same), so the result stays readable after the connection went back.
+    return result
+
+
 def _buffered(result: Result[Any]) -> Result[Any]:
     return result.freeze()()
 
@@ -382,6 +431,12 @@ def _scalars(result: Result[Any]) -> list[Any]:
 def _one_entity(result: Result[Any]) -> Any:
     # unique(): a joined eager load of a collection repeats the entity over several rows.
     return result.unique().scalar_one_or_none()
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip()
+    return f"{type(orig).__name__}: {text.splitlines()[0]}" if text else type(orig).__name__
 
 
 def _translate(exc: BaseException) -> Exception | None:

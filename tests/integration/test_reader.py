@@ -399,6 +399,12 @@ async def test_a_killed_pooled_connection_is_retried_once_on_a_fresh_one(pg_data
         )
         assert killed
         assert await reader.scalar(text("SELECT 2")) == 2
+        await admin_fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            pg_database,
+        )
+        assert await reader.ping() > 0  # the ping path retries once as well
         assert reader.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await reader.dispose()
