@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiogram import Bot
 from conftest import PG_HOST, PG_PORT, PG_USER
 from e2e_support import USER_A, WEBHOOK_PATH, choice_ids
 from pydantic import BaseModel
@@ -19,10 +20,12 @@ from support.asgi import running
 from support.telegram import RecordingSession
 from support.updates import BOT_TOKEN, WEBHOOK_SECRET, secret_header, start_update
 
+from app.bot import build_dispatcher
 from app.config import AppSection, load_app_settings
 from app.main import create_app
+from app.story import load_story
 from db_manager import DatabaseSettings, create_engine
-from db_manager.aiogram import TelegramSettings
+from db_manager.aiogram import TelegramSettings, register_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_API_TOKEN = "from-config-toml"
@@ -258,3 +261,21 @@ def test_compose_migrates_before_the_app_starts() -> None:
     depends = spec["services"]["app"]["depends_on"]
     assert depends["migrate"]["condition"] == "service_completed_successfully"
     assert environment(spec["services"]["app"])["DATABASE__CREATE_TABLES"] == "false"
+
+
+async def test_webhook_registration_asks_for_every_update_the_bot_handles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``python -m app set-webhook`` sends: the URL and secret from the config, and
+    the update types of the app's routers (without pre_checkout_query no payment could
+    ever complete; without callback_query no button would work)."""
+    path = tmp_path / "config.toml"
+    path.write_text(config_toml("unused"), encoding="utf-8")
+    settings = load_app_settings()
+    telegram = RecordingSession()
+    bot = Bot(BOT_TOKEN, session=telegram)
+    assert await register_webhook(bot, build_dispatcher(load_story()), settings.bot)
+    params = telegram.last("setWebhook").params
+    assert params["url"] == f"https://bot.example.com{WEBHOOK_PATH}"
+    assert params["secret_token"] == WEBHOOK_SECRET
+    assert {"message", "callback_query", "pre_checkout_query"} <= set(params["allowed_updates"])
