@@ -80,6 +80,7 @@ PG_PORT: int = _root.PG_PORT
 PG_USER: str = _root.PG_USER
 PG_ADMIN_DB: str = _root.PG_ADMIN_DB
 pg_settings: Callable[..., DatabaseSettings] = _root.pg_settings
+sqlite_settings: Callable[..., DatabaseSettings] = _root.sqlite_settings
 
 # -- models ------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,12 +34,14 @@ from fastapi_support import (
     on_uvicorn,
     pg_execute,
     pg_settings,
+    sqlite_settings,
     thing_names,
     wait_for,
 )
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.util import await_only
+from structlog.testing import capture_logs
 
 from db_manager import DatabaseSettings, UnitOfWorkStateError
 
@@ -81,8 +84,14 @@ async def test_deferred_foreign_key_violation_at_commit_gets_409_and_no_row(
 ) -> None:
     """The same on both backends: SQLite checks a deferred foreign key at COMMIT too."""
     async with in_process(db_settings) as run:
-        response = await run.client.post("/things", json={"name": "orphan", "owner_id": 999})
+        with capture_logs() as logs:
+            response = await run.client.post("/things", json={"name": "orphan", "owner_id": 999})
 
+        # Logged once, at ERROR, with the request path.
+        errors = [e for e in logs if e["log_level"] == "error"]
+        assert [(e["event"], e["path"], e["method"]) for e in errors] == [
+            ("integrity error", "/things", "POST")
+        ]
         assert names(run.events, "flushed") == ["orphan"]  # the flush passed
         assert names(run.events, "after_commit") == []  # the COMMIT did not
         assert response.status_code == 409
@@ -177,10 +186,9 @@ async def test_returned_4xx_response_commits_because_the_handler_returned(
         assert await thing_names(db_settings) == {"kept"}
 
 
-async def test_dependencies_asking_for_the_unit_of_work_share_one(
-    db_settings: DatabaseSettings,
-) -> None:
-    async with in_process(db_settings) as run:
+async def test_dependencies_asking_for_the_unit_of_work_share_one(tmp_path: Path) -> None:
+    """No statement runs, so one backend is enough."""
+    async with in_process(sqlite_settings(tmp_path / "same.sqlite3")) as run:
         response = await run.client.get("/same-uow")
         assert response.json() == {"same": True}
 
@@ -251,7 +259,6 @@ async def test_control_default_scope_misses_its_own_writes(pg_database: str) -> 
     async with on_uvicorn(settings) as run:
         await slow_down_commits(run)
         results = [await post_then_get(run, "/things/late", f"late-{i}") for i in range(3)]
-        assert all(elapsed < COMMIT_DELAY for elapsed, _ in results)
         assert [status for _, status in results].count(404) >= 1
 
         async def all_committed() -> bool:

@@ -127,18 +127,20 @@ async def test_200_concurrent_mixed_requests_on_uvicorn(db_settings: DatabaseSet
 async def test_client_disconnect_mid_query_finishes_and_gives_everything_back(
     db_settings: DatabaseSettings,
 ) -> None:
-    dropped = [f"dropped-{i}" for i in range(5)]
+    # SQLite runs one writer at a time, so its handlers take turns: fewer of them.
+    clients = 4 if db_settings.dialect == "postgresql" else 2
+    dropped = [f"dropped-{i}" for i in range(clients)]
     async with on_uvicorn(db_settings) as run:
         async with httpx.AsyncClient(base_url=run.base_url, timeout=0.3) as impatient:
 
             async def drop(name: str) -> None:
                 with pytest.raises(httpx.ReadTimeout):
-                    await impatient.post("/things/slow?seconds=0.6", json={"name": name})
+                    await impatient.post("/things/slow?seconds=1.0", json={"name": name})
 
             await asyncio.gather(*(drop(name) for name in dropped))
-        # The clients are gone while no handler has finished. On PostgreSQL all five are in
-        # their slow query; SQLite has one writer at a time (BEGIN IMMEDIATE), so one is in
-        # its slow step and the others wait for the write lock.
+        # The clients are gone while no handler has finished. On PostgreSQL all are in their
+        # slow query; SQLite has one writer at a time (BEGIN IMMEDIATE), so one is in its
+        # slow step and the other waits for the write lock.
         assert names(run.events, "slow_done") == []
         if run.settings.dialect == "postgresql":
             assert sorted(names(run.events, "slow_start")) == dropped
@@ -209,7 +211,7 @@ async def test_request_timeout_gives_504_no_row_and_no_busy_backend(
 
         assert response.status_code == 504
         assert response.json() == {"detail": "request timed out"}
-        assert elapsed < 2.0
+        assert elapsed < 3.0  # 0.5 s, plus rolling back a connection busy in pg_sleep
         assert names(run.events, "slow_start") == ["stuck"]  # it was stuck in the query
         assert names(run.events, "slow_done") == []
         assert await thing_names(settings) == set()
