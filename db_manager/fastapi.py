@@ -181,7 +181,20 @@ async def get_uow(request: Request) -> AsyncIterator[Any]:
     """One UnitOfWork per request: committed when the handler returns, rolled back if it raises.
 
     Use it through :data:`UowDep` (or your own alias with ``scope="function"``), so the
-    commit happens before the response is sent.
+    commit happens before the response is sent: a failed COMMIT becomes the response (409 for
+    an integrity conflict, 503 for a lost connection, 500 otherwise) and the client never
+    hears 2xx for work that was not saved.
+
+    * Raising (``HTTPException`` included) rolls back.
+    * **Returning** is success for the unit of work, whatever the status code: a handler that
+      *returns* ``JSONResponse(..., status_code=400)`` has its writes committed. To answer
+      4xx without keeping the writes, raise ``HTTPException`` (or ``await uow.rollback()``
+      before returning).
+    * Every dependency of the request that asks for it gets the same UnitOfWork.
+    * It is closed once the handler returns: background tasks and streaming bodies must open
+      their own from the ``uow_factory`` (:data:`UowFactoryDep`); touching the request's
+      raises ``UnitOfWorkStateError`` (or SQLAlchemy's closed-session error for a session
+      captured earlier), never a silently reopened connection.
     """
     factory: UnitOfWorkFactory[Any] | None = getattr(request.app.state, "uow_factory", None)
     if factory is None:
