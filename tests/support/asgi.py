@@ -38,7 +38,11 @@ async def lifespan(app: ASGIApp, *, timeout: float = 15.0) -> AsyncIterator[None
         await outbox.put(message)
 
     scope: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, receive, send))
+
+    async def serve() -> None:
+        await app(scope, receive, send)
+
+    task = asyncio.create_task(serve())
 
     async def expect(kind: str) -> None:
         getter = asyncio.ensure_future(outbox.get())

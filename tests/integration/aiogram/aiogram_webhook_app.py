@@ -133,7 +133,11 @@ class Harness:
         if secret is not None:
             sent.update(secret_header(secret))
         sent.update(headers or {})
-        return await self.client.post(WEBHOOK_PATH, content=body, headers=sent)
+        # httpx takes bytes values (sent as they are: how a non-ASCII header is made).
+        raw = [
+            (name.encode(), v if isinstance(v, bytes) else v.encode()) for name, v in sent.items()
+        ]
+        return await self.client.post(WEBHOOK_PATH, content=body, headers=raw)
 
     async def events(self, kind: str | None = None) -> list[Event]:
         """Committed events, read through a connection of a separate engine."""

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+import httpx
 import pytest
 from aiogram import Dispatcher
 from aiogram.types import ErrorEvent
@@ -164,11 +165,11 @@ async def test_database_down_answers_503_and_the_retry_is_applied_once(
 
 
 async def _assert_outage_then_once(
-    harness: Harness, down: object, logs: list[dict[str, object]], update: dict[str, object]
+    harness: Harness,
+    down: httpx.Response,
+    logs: list[MutableMapping[str, Any]],
+    update: dict[str, Any],
 ) -> None:
-    import httpx
-
-    assert isinstance(down, httpx.Response)
     assert down.status_code == 503
     assert int(down.headers["Retry-After"]) >= 1
     assert await harness.events("start") == []

@@ -6,7 +6,7 @@ Acceptance points 1 and 2 of issue 4, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from db_manager import ConfigError, load_settings
 from db_manager.aiogram import DEFAULT_WEBHOOK_MAX_BODY, TelegramSettings
 
 
-def assert_quiet(logs: list[dict[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
+def assert_quiet(logs: list[MutableMapping[str, Any]], caplog: pytest.LogCaptureFixture) -> None:
     """Nothing worse than a warning was logged, and no traceback anywhere."""
     for entry in logs:
         assert entry["log_level"] in ("debug", "info"), entry
