@@ -13,7 +13,9 @@ Contract:
 
 * **One statement, one snapshot, one round trip.** Each plain call runs its statement in
   autocommit mode on a dedicated read engine (``isolation_level="AUTOCOMMIT"``): no BEGIN,
-  no COMMIT, and no event listener on PostgreSQL. Statements built once (module constants
+  no COMMIT, and no event listener on PostgreSQL. (Behind PgBouncer, ``pgbouncer = true``,
+  each statement runs in a short transaction instead: autocommit statements are not safe
+  with its transaction pooling.) Statements built once (module constants
   with ``bindparam``) skip SQLAlchemy's statement building and hit its compiled cache.
 * **The connection is held only while the statement runs.** Checkout, execute, fetch and
   checkin of one statement happen inside one ``greenlet_spawn`` call; the result comes back
@@ -122,6 +124,12 @@ def create_read_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> Asyn
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = _unique_statement_name
+        # No autocommit behind PgBouncer's transaction pooling: asyncpg prepares a statement
+        # and then executes it, each step ending in Sync, and outside a transaction PgBouncer
+        # may send the two steps to different server connections ("prepared statement ...
+        # does not exist"). Each read runs in a short transaction instead (rolled back at
+        # checkin), which keeps both steps on one server connection (tests/faults).
+        kwargs.pop("isolation_level")
     else:
         server_settings = {
             "application_name": settings.application_name,

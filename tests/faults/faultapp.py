@@ -12,6 +12,7 @@ Routes
 ``GET /noop``, ``GET /pid``             no database
 ``GET /pool``                           the main pool's counters (``checkedout`` ...), no database
 ``GET /items/{id}``                     one SELECT
+``GET /read/items/{id}``                the same SELECT on the read path (``ReaderDep``)
 ``POST /items/{id}/bump``               ``UPDATE ... RETURNING`` then commit
 ``POST /items/{id}/two``                two statements (SELECT, UPDATE) in one transaction
 ``GET /sleep?seconds=``                 holds a connection in ``pg_sleep``
@@ -46,7 +47,13 @@ from starlette.types import Message as AsgiMessage
 
 from db_manager import NAMING_CONVENTION, Base, DatabaseSettings, UnitOfWork
 from db_manager.aiogram import TelegramSettings, telegram_lifespan, telegram_webhook_router
-from db_manager.fastapi import UowDep, database_lifespan, health_router, install_error_handlers
+from db_manager.fastapi import (
+    ReaderDep,
+    UowDep,
+    database_lifespan,
+    health_router,
+    install_error_handlers,
+)
 from db_manager.updates import TelegramUpdate
 
 APP_ENV = "FAULTS_APP"
@@ -307,6 +314,13 @@ def build_app(
     @app.get("/items/{item_id}")
     async def read_item(item_id: int, uow: UowDep) -> dict[str, int]:
         counter = await uow.session.scalar(select(Item.counter).where(Item.id == item_id))
+        if counter is None:
+            raise HTTPException(404, "no such item")
+        return {"id": item_id, "counter": counter}
+
+    @app.get("/read/items/{item_id}")
+    async def read_item_reader(item_id: int, reader: ReaderDep) -> dict[str, int]:
+        counter = await reader.scalar(select(Item.counter).where(Item.id == item_id))
         if counter is None:
             raise HTTPException(404, "no such item")
         return {"id": item_id, "counter": counter}

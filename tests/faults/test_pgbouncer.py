@@ -4,7 +4,8 @@ PgBouncer (Debian package ``pgbouncer``) is started by the test on a free loopba
 ``pool_mode = transaction``, ``default_pool_size = 2``, ``auth_type = trust``. The app runs with
 ``pgbouncer = true``: 10 rounds of 40 concurrent requests, each doing two statements (a SELECT
 and an UPDATE) in its transaction, give 400 answers 200, 0 prepared-statement errors, and
-exactly 400 increments.
+exactly 400 increments. The read path (``ReaderDep`` and ``/health/ready``) gets the same
+load and the same result.
 
 The control runs the same load with the switch off (and without the startup parameters
 PgBouncer refuses, so that only prepared statements differ): asyncpg's and SQLAlchemy's
@@ -68,6 +69,30 @@ async def test_transaction_pooling_with_the_pgbouncer_switch(
     direct = faults_settings(faults_db)
     assert await scalar(direct, select(func.sum(Item.counter))) == ROUNDS * CONCURRENCY
     print(f"\npgbouncer switch on: {dict(statuses)}, 0 prepared-statement errors")
+
+
+async def test_read_path_behind_pgbouncer(faults_db: str, pgbouncer: PgBouncer) -> None:
+    """The read path (``ReaderDep``, ``/health/ready``) behind the same PgBouncer.
+
+    Its autocommit statements (prepare, then execute, each ending in Sync) used to land on
+    two server connections: 'prepared statement "__asyncpg_..." does not exist'. Behind
+    PgBouncer each read now runs in a short transaction.
+    """
+    settings = faults_settings(
+        faults_db, port=pgbouncer.port, pgbouncer=True, pool_size=10, max_overflow=30
+    )
+    app = build_app(settings)
+    statuses: Counter[int] = Counter()
+    with capture_logs() as logs:
+        async with in_process(app) as client:
+            for _ in range(ROUNDS):
+                answers = await asyncio.gather(
+                    *(client.get(f"/read/items/{i}") for i in range(1, CONCURRENCY + 1)),
+                    *(client.get("/health/ready") for _ in range(5)),
+                )
+                statuses.update(a.status_code for a in answers)
+    assert prepared_statement_errors(logs) == []
+    assert statuses == Counter({200: ROUNDS * (CONCURRENCY + 5)}), (statuses, logs[-5:])
 
 
 async def test_control_the_same_load_without_the_switch_fails(
