@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aiogram import Bot
-from conftest import PG_HOST, PG_PORT, PG_USER
 from e2e_support import USER_A, WEBHOOK_PATH, choice_ids
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_API_TOKEN = "from-config-toml"
 
 
-def config_toml(database: str) -> str:
+def config_toml(database: DatabaseSettings) -> str:
     return f"""
 [app]
 api_token = "{CONFIG_API_TOKEN}"
@@ -43,19 +42,20 @@ webhook_secret = "{WEBHOOK_SECRET}"
 webhook_url = "https://bot.example.com{WEBHOOK_PATH}"
 
 [database]
-driver = "postgresql+asyncpg"
-host = "{PG_HOST}"
-port = {PG_PORT}
-user = "{PG_USER}"
-database = "{database}"
+driver = "{database.driver}"
+host = "{database.host}"
+port = {database.port}
+user = "{database.user}"
+database = "{database.database}"
 connect_timeout = 3.0
 """
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])  # db_settings: a fresh PostgreSQL database
 @pytest.mark.parametrize("found_by", ["CONFIG_FILE", "./config.toml"])
 async def test_config_toml_with_postgresql_and_a_bot_token_serves_the_bot(
-    pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, found_by: str
+    db_settings: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, found_by: str
 ) -> None:
     if found_by == "CONFIG_FILE":
         path = tmp_path / "elsewhere" / "production.toml"
@@ -63,7 +63,8 @@ async def test_config_toml_with_postgresql_and_a_bot_token_serves_the_bot(
         monkeypatch.setenv("CONFIG_FILE", str(path))
     else:
         path = tmp_path / "config.toml"  # the working directory (tests chdir to tmp_path)
-    path.write_text(config_toml(pg_database), encoding="utf-8")
+    assert db_settings.dialect == "postgresql"
+    path.write_text(config_toml(db_settings), encoding="utf-8")
 
     settings = load_app_settings()
     assert settings.database.dialect == "postgresql"
@@ -270,7 +271,10 @@ async def test_webhook_registration_asks_for_every_update_the_bot_handles(
     the update types of the app's routers (without pre_checkout_query no payment could
     ever complete; without callback_query no button would work)."""
     path = tmp_path / "config.toml"
-    path.write_text(config_toml("unused"), encoding="utf-8")
+    unused = DatabaseSettings(
+        driver="postgresql+asyncpg", host="db", port=5432, user="app", database="app"
+    )
+    path.write_text(config_toml(unused), encoding="utf-8")
     settings = load_app_settings()
     telegram = RecordingSession()
     bot = Bot(BOT_TOKEN, session=telegram)
