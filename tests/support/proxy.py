@@ -8,6 +8,7 @@
         await proxy.stop()     # refuse new connections and cut every open one
         ...
         await proxy.start()    # the same port again
+        await proxy.start(blackhole=True)  # accept, then never answer (a timed-out server)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class TcpProxy:
         self.host = host
         self.port = 0
         self.connections_made = 0
+        self.blackhole = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -34,7 +36,8 @@ class TcpProxy:
     def running(self) -> bool:
         return self._server is not None
 
-    async def start(self) -> None:
+    async def start(self, *, blackhole: bool = False) -> None:
+        self.blackhole = blackhole
         if self._server is not None:
             return
         self._server = await asyncio.start_server(
@@ -76,6 +79,8 @@ class TcpProxy:
         self._writers.add(writer)
         upstream_writer: asyncio.StreamWriter | None = None
         try:
+            if self.blackhole:
+                await asyncio.Event().wait()  # hold the connection, say nothing
             upstream_reader, upstream_writer = await asyncio.open_connection(
                 self.target_host, self.target_port
             )

@@ -217,3 +217,33 @@ async def test_connection_lost_during_commit_answers_503_and_the_retry_is_applie
             again = await harness.post(update)
             assert (again.status_code, again.content) == (200, b"")
             assert len(await harness.events("cut")) == 1
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_database_that_does_not_answer_gets_503_within_the_connect_timeout(
+    backend: str, db_settings: DatabaseSettings, make_harness: HarnessFactory
+) -> None:
+    """The server accepts TCP but never answers: the update waits connect_timeout, not forever."""
+    assert db_settings.host is not None and db_settings.port is not None
+    async with TcpProxy(db_settings.host, db_settings.port) as proxy:
+        settings = db_settings.model_copy(
+            update={"port": proxy.port, "connect_timeout": 1.0, "pool_pre_ping": True}
+        )
+        async with make_harness(db=settings) as harness:
+            update = start_update(update_id=3040, user_id=55)
+            await proxy.stop()
+            await proxy.start(blackhole=True)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            down = await harness.post(update)
+            elapsed = loop.time() - started
+            assert down.status_code == 503
+            assert "Retry-After" in down.headers
+            assert elapsed < 5
+
+            await proxy.stop()
+            await proxy.start()
+            retried = await harness.post(update)
+            assert retried.json()["method"] == "sendMessage"
+            assert (await harness.post(update)).content == b""
+            assert len(await harness.events("start")) == 1
