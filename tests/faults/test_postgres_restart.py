@@ -58,7 +58,7 @@ HANG_LIMIT = 8.0
 class Sent:
     started: float
     finished: float
-    kind: str  # "bump" or "read"
+    kind: str  # "bump", "read", "reader", "webhook" or "ready"
     status: str  # "200", "503", ... or the transport error's name
     retry_after: str | None
 
@@ -92,15 +92,18 @@ async def test_requests_during_and_after_a_postgres_restart(
             base_url=server.base_url, timeout=HANG_LIMIT + 2, limits=limits
         ) as client:
             while running:
-                kind = "bump" if rng.random() < 0.6 else "read"
+                roll = rng.random()
+                kind = "bump" if roll < 0.6 else "read" if roll < 0.8 else "reader"
                 item = rng.randint(1, 100)
                 started = time.monotonic()
                 retry_after = None
                 try:
                     if kind == "bump":
                         answer = await client.post(f"/items/{item}/bump")
-                    else:
+                    elif kind == "read":
                         answer = await client.get(f"/items/{item}")
+                    else:  # the read path (ReaderDep): autocommit, retried once, no pre-ping
+                        answer = await client.get(f"/read/items/{item}")
                     status = str(answer.status_code)
                     retry_after = answer.headers.get("Retry-After")
                 except httpx.HTTPError as exc:

@@ -1,7 +1,7 @@
 """Case 2: every server backend of the app is killed (``pg_terminate_backend``) between requests.
 
-The pooled connections are dead when the next requests take them; ``pool_pre_ping`` (and the
-read path's retry-once) must notice and reconnect, so the next requests all succeed: no 503,
+The pooled connections (main pool and read pool) are dead when the next requests take them;
+``pool_pre_ping`` (and the read path's retry-once) must notice and reconnect, so the next requests all succeed: no 503,
 no 500.
 """
 
@@ -32,9 +32,10 @@ async def test_requests_after_all_backends_were_terminated_succeed(faults_db: st
             # Fill the pools (main and read) with live connections.
             warm = await asyncio.gather(
                 *(client.post(f"/items/{i}/bump") for i in range(1, CONCURRENCY + 1)),
+                *(client.get(f"/read/items/{i}") for i in range(1, CONCURRENCY + 1)),
                 client.get("/health/ready"),
             )
-            assert [r.status_code for r in warm] == [200] * (CONCURRENCY + 1), [
+            assert [r.status_code for r in warm] == [200] * (2 * CONCURRENCY + 1), [
                 r.text for r in warm
             ]
             bumps += CONCURRENCY
@@ -62,9 +63,10 @@ async def test_requests_after_all_backends_were_terminated_succeed(faults_db: st
             burst = await asyncio.gather(
                 *(client.post(f"/items/{i}/bump") for i in range(1, CONCURRENCY + 1)),
                 *(client.get(f"/items/{i}") for i in range(1, CONCURRENCY + 1)),
+                *(client.get(f"/read/items/{i}") for i in range(1, CONCURRENCY + 1)),
             )
             statuses += [r.status_code for r in burst]
-            assert [r.status_code for r in burst] == [200] * (2 * CONCURRENCY), [
+            assert [r.status_code for r in burst] == [200] * (3 * CONCURRENCY), [
                 (r.status_code, r.text) for r in burst if r.status_code != 200
             ]
             bumps += CONCURRENCY
