@@ -41,7 +41,7 @@ from typing import Annotated, Any
 import asyncpg
 import httpx
 import uvicorn
-from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import ForeignKey, MetaData, String, UniqueConstraint, event, select, text
@@ -297,14 +297,16 @@ def build_app(settings: DatabaseSettings, *, max_body_size: int = MAX_BODY_SIZE)
         return StreamingResponse(body(), media_type="text/plain")
 
     @app.post("/things/slow", status_code=201)
-    async def slow(body: ThingIn, uow: UowDep, seconds: float = 1.0) -> dict[str, Any]:
+    async def slow(
+        body: ThingIn, uow: UowDep, request: Request, seconds: float = 1.0
+    ) -> dict[str, Any]:
         thing = await insert_thing(uow, events, body.name, body.owner_id)
         events.append(("slow_start", body.name))
         if postgres:
             await uow.session.execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
         else:
             await asyncio.sleep(seconds)
-        events.append(("slow_done", body.name))
+        events.append(("slow_done", body.name, await request.is_disconnected()))
         return {"id": thing.id, "name": thing.name}
 
     @app.get("/same-uow")
