@@ -297,7 +297,9 @@ def telegram_webhook_router(
     * the update is processed in the foreground; the answer tells Telegram the truth:
       200 after a commit, after a duplicate, or after a handler error (logged with the update
       id, rolled back; a retry could not help); 503 with ``Retry-After`` when the database is
-      unavailable, so Telegram retries and the update is applied once;
+      unavailable, so Telegram retries and the update is applied once (also when an aiogram
+      error handler of the app swallowed the outage);
+    * an update of a type this aiogram does not know: 200, nothing to do;
     * a handler that returns an aiogram method gets it sent as the webhook response.
     """
     router = APIRouter()
