@@ -87,6 +87,21 @@ async def test_disconnecting_clients_leave_no_connection_behind(
     assert all(b["state"] in ("idle", None) for b in backends), backends
     assert len(backends) <= settings.pool_size + settings.max_overflow + 5
 
+    if cancel_on_disconnect:
+        # The handler really is cancelled mid-query: a 20 s pg_sleep whose client hangs up
+        # after 0.3 s is gone from the server, and its connection back, within a few seconds.
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            with pytest.raises(httpx.TimeoutException):
+                await client.get("/sleep?seconds=20", timeout=httpx.Timeout(0.3, connect=5))
+
+        async def sleep_stopped() -> bool:
+            active = await app_backends(settings.application_name)
+            return server.pool()["checkedout"] == 0 and not any(
+                "pg_sleep" in (b["query"] or "") and b["state"] == "active" for b in active
+            )
+
+        assert await wait_until(sleep_stopped, 5), await app_backends(settings.application_name)
+
     server.stop()
     output = server.output()
     assert "non-checked-in" not in output, output[-3000:]
