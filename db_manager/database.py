@@ -142,7 +142,9 @@ class Database(DatabaseInterface, Generic[U]):
                 if time.monotonic() + delay >= deadline:
                     url = self.settings.sqlalchemy_url
                     where = (
-                        f"{url.host}:{url.port}/{url.database}" if url.host else str(url.database)
+                        f"{url.host}:{url.port}/{url.database or url.username or ''}"
+                        if url.host
+                        else str(url.database)
                     )
                     raise DatabaseUnavailable(
                         f"cannot reach the database at {where} after "
@@ -226,7 +228,7 @@ class Database(DatabaseInterface, Generic[U]):
                     await conn.execution_options(**_READ_ONLY_BEGIN)
                     await conn.execute(_SELECT_1)
         except TimeoutError:
-            raise DatabaseUnavailable(f"SELECT 1 did not answer within {within:g}s") from None
+            raise DatabaseUnavailable(f"SELECT 1 did not answer within {within:.3g}s") from None
         except Exception as exc:
             if is_connection_error(exc):
                 raise as_unavailable(exc) from exc

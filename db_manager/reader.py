@@ -258,7 +258,7 @@ class Reader:
             async with asyncio.timeout(within):
                 await greenlet_spawn(self._ping)
         except TimeoutError:
-            raise DatabaseUnavailable(f"the database did not answer within {within:g}s") from None
+            raise DatabaseUnavailable(f"the database did not answer within {within:.3g}s") from None
         except Exception as exc:
             if isinstance(exc, DatabaseUnavailable):
                 raise
