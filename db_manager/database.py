@@ -29,7 +29,7 @@ from db_manager.errors import (
     is_connection_error,
 )
 from db_manager.reader import Reader
-from db_manager.uow import UnitOfWork, UnitOfWorkFactory
+from db_manager.uow import UnitOfWork, UnitOfWorkFactory, UnitOfWorkSession
 
 __all__ = ["Database", "DatabaseInterface"]
 
@@ -109,7 +109,10 @@ class Database(DatabaseInterface, Generic[U]):
         if self._engine is None:
             self._engine = create_engine(self.settings)
         self._session_factory = async_sessionmaker(
-            self._engine, expire_on_commit=False, close_resets_only=False
+            self._engine,
+            expire_on_commit=False,
+            close_resets_only=False,
+            sync_session_class=UnitOfWorkSession,
         )
         self._uow_factory = UnitOfWorkFactory(self._session_factory, self._uow_class)
         log.info("database starting", **self.settings.describe())
