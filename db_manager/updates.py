@@ -16,10 +16,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, delete
+from sqlalchemy import BigInteger, DateTime, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql import Executable
 
 from db_manager.base import Base
 from db_manager.errors import DatabaseManagerError
@@ -61,16 +62,24 @@ class TelegramUpdate(Base):
 
 def _insert_ignoring_duplicates(connection: Connection, bot_id: int, update_id: int) -> bool:
     values: dict[str, Any] = {"bot_id": bot_id, "update_id": update_id, "received_at": _utcnow()}
-    table = TelegramUpdate
+    stmt: Executable
     if connection.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).values(values).on_conflict_do_nothing()
+        stmt = _PG_INSERT
     elif connection.dialect.name == "sqlite":
-        stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
+        stmt = _SQLITE_INSERT
     else:  # pragma: no cover - only the two supported dialects are configured
         raise DatabaseManagerError(
             f"update deduplication is not supported on {connection.dialect.name}"
         )
-    return bool(connection.execute(stmt).rowcount == 1)
+    return bool(connection.execute(stmt, values).rowcount == 1)
+
+
+# Built once, with bound parameters: each update only executes them (SQLAlchemy's compiled
+# cache does the rest) instead of building and cache-keying a new statement every time.
+_COLUMNS = (TelegramUpdate.bot_id, TelegramUpdate.update_id, TelegramUpdate.received_at)
+_VALUES = {column.key: bindparam(column.key, type_=column.type) for column in _COLUMNS}
+_PG_INSERT = postgresql.insert(TelegramUpdate).values(_VALUES).on_conflict_do_nothing()
+_SQLITE_INSERT = sqlite.insert(TelegramUpdate).values(_VALUES).on_conflict_do_nothing()
 
 
 def deduplicate_update(uow: UnitOfWork, bot_id: int, update_id: int) -> UpdateRecord:
