@@ -15,7 +15,7 @@ from bench.soak import Soak
 HTTP_ENDPOINTS = ("noop", "item", "bump", "ready")
 VARIANT_LABELS = {
     "project": "this project",
-    "project_bot": "this project",
+    "project_bot": "this project (bot app)",
     "baseline": "hand-written",
     "peer": "advanced-alchemy",
     "floor": "asyncpg",

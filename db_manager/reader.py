@@ -65,7 +65,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.util import greenlet_spawn
 
 from db_manager.config import DatabaseSettings
-from db_manager.engine import _unique_statement_name
+from db_manager.engine import SQLITE_BEGIN_OPTION, _unique_statement_name
 from db_manager.errors import (
     DatabaseUnavailable,
     ReadOnlyError,
@@ -195,7 +195,8 @@ class Reader:
         if _is_memory(settings):
             if main_engine is None:
                 raise ValueError("an in-memory SQLite database is read through its main engine")
-            return cls(main_engine)
+            # Same pool and connection; a deferred BEGIN, so reads never take the write lock.
+            return cls(main_engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"}))
         return cls(create_read_engine(settings), owns_engine=True)
 
     def __repr__(self) -> str:

@@ -323,7 +323,7 @@ async def test_in_memory_sqlite_reads_through_the_main_engine(tmp_path: Path) ->
         await database.create_all()
         async with database.uow_factory() as uow:
             uow.session.add(Book(id=1, title="only"))
-        assert database.reader.engine is database.engine
+        assert database.reader.engine.pool is database.engine.pool
         assert (await database.reader.get(Book, 1)).title == "only"  # type: ignore[union-attr]
         with pytest.raises(ReadOnlyError):
             await database.reader.execute(insert(Book).values(id=2, title="two"))
