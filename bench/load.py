@@ -138,11 +138,21 @@ def run_wrk(
     return run_wrk_args(port, endpoint.wrk_args(update_base), seconds, connections)
 
 
+def has_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def generator_name() -> str:
+    return "wrk" if has_wrk() else "python fallback (bench/loadgen.py; wrk is not installed)"
+
+
 def run_wrk_args(port: int, args: list[str], seconds: float, connections: int) -> dict[str, float]:
-    """Run wrk (pinned to the client core) with ``bench/wrk.lua``; its JSON summary."""
-    command = pinned(
-        CLIENT_CPU,
-        [
+    """Run wrk (pinned to the client core) with ``bench/wrk.lua``; its JSON summary.
+
+    Without wrk, the fallback generator ``bench.loadgen`` runs instead, pinned the same way.
+    """
+    if has_wrk():
+        command = [
             "wrk",
             "-t1",
             f"-c{connections}",
@@ -154,10 +164,28 @@ def run_wrk_args(port: int, args: list[str], seconds: float, connections: int) -
             f"http://127.0.0.1:{port}",
             "--",
             *args,
-        ],
-    )
+        ]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--port",
+            str(port),
+            "--connections",
+            str(connections),
+            "--seconds",
+            str(seconds),
+            "--",
+            *args,
+        ]
     completed = subprocess.run(
-        command, capture_output=True, text=True, check=True, timeout=seconds + 60
+        pinned(CLIENT_CPU, command),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     line = next(ln for ln in completed.stdout.splitlines() if ln.startswith("{"))
     data: dict[str, float] = json.loads(line)
@@ -186,7 +214,11 @@ def measure_load(
     log: bool = True,
 ) -> LoadResults:
     results = LoadResults(
-        rounds=rounds, connections=connections, duration=duration, pinned=can_pin(), generator="wrk"
+        rounds=rounds,
+        connections=connections,
+        duration=duration,
+        pinned=can_pin(),
+        generator=generator_name(),
     )
     ids = UpdateIds()
     for round_no in range(rounds):
