@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from db_manager.base import Base
 from db_manager.config import DatabaseSettings
 from db_manager.engine import create_engine
-from db_manager.uow import UnitOfWork, UnitOfWorkFactory
+from db_manager.uow import UnitOfWork, UnitOfWorkFactory, UnitOfWorkSession
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -108,6 +108,7 @@ def dbm_session_factory(dbm_connection: AsyncConnection) -> async_sessionmaker[A
         join_transaction_mode="create_savepoint",
         expire_on_commit=False,
         close_resets_only=False,
+        sync_session_class=UnitOfWorkSession,
     )
 
 
