@@ -17,6 +17,7 @@ MODULES = [
     "db_manager.database",
     "db_manager.errors",
     "db_manager.updates",
+    "db_manager.reader",
     "db_manager.fastapi",
     "db_manager.aiogram",
     "db_manager.migrations",
