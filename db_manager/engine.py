@@ -27,7 +27,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
 
 from db_manager.config import DatabaseSettings
 
-__all__ = ["SQLITE_BEGIN_OPTION", "create_engine"]
+__all__ = ["SQLITE_BEGIN_OPTION", "asyncpg_connect_args", "create_engine"]
 
 # Execution option: ``conn.execution_options(db_manager_sqlite_begin="DEFERRED")`` makes an
 # SQLite transaction that only reads start without taking the write lock.
@@ -59,6 +59,23 @@ def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngi
         _tune_sqlite(engine, settings, memory=memory)
         return engine
 
+    connect_args = asyncpg_connect_args(settings)
+    kwargs.update(
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout,
+        pool_recycle=settings.pool_recycle,
+        connect_args=connect_args,
+    )
+    kwargs.update(engine_kwargs)
+    return create_async_engine(url, **_fit_pool_arguments(kwargs))
+
+
+def asyncpg_connect_args(
+    settings: DatabaseSettings, *, server_settings: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """asyncpg's connect arguments for ``settings``; ``server_settings`` add startup
+    parameters (ignored behind PgBouncer, which refuses them)."""
     connect_args: dict[str, Any] = {"timeout": settings.connect_timeout}
     if settings.command_timeout is not None:
         connect_args["command_timeout"] = settings.command_timeout
@@ -72,29 +89,21 @@ def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngi
         connect_args["prepared_statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = _unique_statement_name
     else:
-        server_settings = {"application_name": settings.application_name}
+        startup = {"application_name": settings.application_name, **(server_settings or {})}
         if settings.statement_timeout is not None:
-            server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
+            startup["statement_timeout"] = str(int(settings.statement_timeout * 1000))
         if settings.idle_in_transaction_timeout is not None:
-            server_settings["idle_in_transaction_session_timeout"] = str(
+            startup["idle_in_transaction_session_timeout"] = str(
                 int(settings.idle_in_transaction_timeout * 1000)
             )
         if settings.client_connection_check_interval > 0:
             # asyncpg's cancel request is lost when the connection is force-closed (anyio
             # re-cancels SQLAlchemy's graceful close); this makes the server notice instead.
-            server_settings["client_connection_check_interval"] = str(
+            startup["client_connection_check_interval"] = str(
                 max(1, int(settings.client_connection_check_interval * 1000))
             )
-        connect_args["server_settings"] = server_settings
-    kwargs.update(
-        pool_size=settings.pool_size,
-        max_overflow=settings.max_overflow,
-        pool_timeout=settings.pool_timeout,
-        pool_recycle=settings.pool_recycle,
-        connect_args=connect_args,
-    )
-    kwargs.update(engine_kwargs)
-    return create_async_engine(url, **_fit_pool_arguments(kwargs))
+        connect_args["server_settings"] = startup
+    return connect_args
 
 
 def _fit_pool_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:

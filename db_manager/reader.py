@@ -65,7 +65,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.util import greenlet_spawn
 
 from db_manager.config import DatabaseSettings
-from db_manager.engine import SQLITE_BEGIN_OPTION, _unique_statement_name
+from db_manager.engine import SQLITE_BEGIN_OPTION, asyncpg_connect_args
 from db_manager.errors import (
     DatabaseUnavailable,
     ReadOnlyError,
@@ -115,33 +115,18 @@ def create_read_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> Asyn
         _make_sqlite_read_only(engine, settings)
         return engine
 
-    connect_args: dict[str, Any] = {"timeout": settings.connect_timeout}
-    if settings.command_timeout is not None:
-        connect_args["command_timeout"] = settings.command_timeout
+    connect_args = asyncpg_connect_args(
+        settings, server_settings={"default_transaction_read_only": "on"}
+    )
     if settings.pgbouncer:
-        # Same as the main engine (see engine.py); PgBouncer refuses startup parameters, so
-        # default_transaction_read_only cannot be set here: writes are refused client-side.
-        connect_args["statement_cache_size"] = 0
-        connect_args["prepared_statement_cache_size"] = 0
-        connect_args["prepared_statement_name_func"] = _unique_statement_name
-        # No autocommit behind PgBouncer's transaction pooling: asyncpg prepares a statement
-        # and then executes it, each step ending in Sync, and outside a transaction PgBouncer
-        # may send the two steps to different server connections ("prepared statement ...
-        # does not exist"). Each read runs in a short transaction instead (rolled back at
-        # checkin), which keeps both steps on one server connection (tests/faults).
+        # PgBouncer refuses startup parameters, so default_transaction_read_only cannot be
+        # set: writes are refused client-side. And no autocommit behind its transaction
+        # pooling: asyncpg prepares a statement and then executes it, each step ending in
+        # Sync, and outside a transaction PgBouncer may send the two steps to different
+        # server connections ("prepared statement ... does not exist"). Each read runs in a
+        # short transaction instead (rolled back at checkin), which keeps both steps on one
+        # server connection (tests/faults).
         kwargs.pop("isolation_level")
-    else:
-        server_settings = {
-            "application_name": settings.application_name,
-            "default_transaction_read_only": "on",
-        }
-        if settings.statement_timeout is not None:
-            server_settings["statement_timeout"] = str(int(settings.statement_timeout * 1000))
-        if settings.idle_in_transaction_timeout is not None:
-            server_settings["idle_in_transaction_session_timeout"] = str(
-                int(settings.idle_in_transaction_timeout * 1000)
-            )
-        connect_args["server_settings"] = server_settings
     kwargs["connect_args"] = connect_args
     kwargs.update(engine_kwargs)
     return create_async_engine(url, **kwargs)
