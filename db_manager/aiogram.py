@@ -47,7 +47,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db_manager.config import SectionSettings
-from db_manager.errors import ConfigError, DatabaseManagerError, DatabaseUnavailable
+from db_manager.errors import ConfigError, DatabaseManagerError, DatabaseUnavailable, summarize
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
 from db_manager.updates import DuplicateUpdate, deduplicate_update
 
@@ -373,7 +373,7 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
         log.error(
             "update rolled back: integrity error",
             update_id=update.update_id,
-            error=_brief(exc),
+            error=summarize(exc),
         )
         return Response(status_code=200)
     except Exception as exc:
@@ -381,7 +381,7 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
             "update handler failed; rolled back and acknowledged",
             update_id=update.update_id,
             error_type=type(exc).__name__,
-            error=_brief(exc),
+            error=summarize(exc),
         )
         return Response(status_code=200)
     if outcome.unavailable is not None:
@@ -403,13 +403,6 @@ def _unavailable(update: Update, exc: DatabaseUnavailable) -> Response:
         status_code=503,
         headers={"Retry-After": str(exc.retry_after)},
     )
-
-
-def _brief(exc: BaseException) -> str:
-    """The first line of the error (the driver's message for SQLAlchemy errors), for the log."""
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
 
 
 async def _method_response(bot: Bot, method: TelegramMethod[Any]) -> Response:

@@ -32,6 +32,7 @@ __all__ = [
     "UnitOfWorkStateError",
     "as_unavailable",
     "is_connection_error",
+    "summarize",
 ]
 
 
@@ -134,7 +135,16 @@ def as_unavailable(exc: BaseException, *, during_commit: bool = False) -> Databa
     return DatabaseUnavailable(f"the database is unavailable: {reason}")
 
 
-def _reason(exc: BaseException) -> str:
+def summarize(exc: BaseException, *, with_type: bool = False) -> str:
+    """The first line of an error (the driver's own message for SQLAlchemy errors): short
+    enough for one log field, and free of the SQL text SQLAlchemy appends."""
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-    return f"{type(orig).__name__}: {text}" if text else type(orig).__name__
+    text = str(orig).strip()
+    if not text:
+        return type(orig).__name__
+    first = text.splitlines()[0]
+    return f"{type(orig).__name__}: {first}" if with_type else first
+
+
+def _reason(exc: BaseException) -> str:
+    return summarize(exc, with_type=True)

@@ -42,6 +42,7 @@ from db_manager.errors import (
     DatabaseUnavailable,
     as_unavailable,
     is_connection_error,
+    summarize,
 )
 from db_manager.reader import Reader
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
@@ -295,7 +296,7 @@ async def _integrity_handler(request: Request, exc: Exception) -> JSONResponse:
         "integrity error",
         path=request.url.path,
         method=request.method,
-        error=_brief(exc),
+        error=summarize(exc),
     )
     return JSONResponse(
         {"detail": "The request conflicts with existing data.", "error": "conflict"},
@@ -311,7 +312,7 @@ async def _sqlalchemy_handler(request: Request, exc: Exception) -> JSONResponse:
         path=request.url.path,
         method=request.method,
         error_type=type(exc).__name__,
-        error=_brief(exc),
+        error=summarize(exc),
     )
     return JSONResponse(
         {"detail": "Internal server error.", "error": "database_error"}, status_code=500
@@ -330,12 +331,6 @@ async def _internal_error_handler(request: Request, exc: Exception) -> JSONRespo
     return JSONResponse(
         {"detail": "Internal server error.", "error": "internal_error"}, status_code=500
     )
-
-
-def _brief(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
 
 
 class OneLineStartupErrors:

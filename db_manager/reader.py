@@ -71,6 +71,7 @@ from db_manager.errors import (
     ReadOnlyError,
     as_unavailable,
     is_connection_error,
+    summarize,
 )
 from db_manager.uow import _run_to_completion
 
@@ -248,7 +249,9 @@ class Reader:
         except Exception as exc:
             if isinstance(exc, DatabaseUnavailable):
                 raise
-            raise DatabaseUnavailable(f"the database is unavailable: {_reason(exc)}") from exc
+            raise DatabaseUnavailable(
+                f"the database is unavailable: {summarize(exc, with_type=True)}"
+            ) from exc
         return (time.perf_counter() - started) * 1000
 
     def _ping(self) -> None:
@@ -427,12 +430,6 @@ def _one_entity(result: Result[Any]) -> Any:
     return result.unique().scalar_one_or_none()
 
 
-def _reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return f"{type(orig).__name__}: {text.splitlines()[0]}" if text else type(orig).__name__
-
-
 def _translate(exc: BaseException) -> Exception | None:
     """The db_manager error that ``exc`` means, or None to let it through unchanged."""
     if isinstance(exc, DBAPIError):
@@ -443,7 +440,7 @@ def _translate(exc: BaseException) -> Exception | None:
         ):
             return ReadOnlyError(
                 "the read path refuses writes (the database answered: "
-                f"{str(orig).strip().splitlines()[0]}); use a UnitOfWork for writes"
+                f"{summarize(exc)}); use a UnitOfWork for writes"
             )
     if is_connection_error(exc):
         return as_unavailable(exc)

@@ -41,7 +41,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
-from db_manager.errors import UnitOfWorkStateError, as_unavailable, is_connection_error
+from db_manager.errors import (
+    UnitOfWorkStateError,
+    as_unavailable,
+    is_connection_error,
+    summarize,
+)
 
 __all__ = ["BeginHook", "OnCommitCallback", "UnitOfWork", "UnitOfWorkFactory", "UnitOfWorkSession"]
 
@@ -260,7 +265,9 @@ class UnitOfWork:
             await session.close()  # close() rolls back the transaction and returns the connection
         except Exception as exc:
             log.warning(
-                "rollback during cleanup failed", error_type=type(exc).__name__, error=_brief(exc)
+                "rollback during cleanup failed",
+                error_type=type(exc).__name__,
+                error=summarize(exc),
             )
             try:
                 await session.invalidate()
@@ -322,9 +329,3 @@ async def _run_to_completion(coro: Coroutine[Any, Any, _T]) -> _T:
     if cancelled is not None:
         raise cancelled
     return result
-
-
-def _brief(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
