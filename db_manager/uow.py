@@ -16,6 +16,10 @@ Contract:
 * **Always gives the connection back** - rollback and close run in a task of their own that
   a cancellation (also anyio's repeated, level-triggered one) cannot abandon; the
   cancellation is re-raised afterwards.
+* **A started COMMIT finishes** - once the block has ended cleanly, COMMIT and the release of
+  the connection run in that task too: a cancellation arriving meanwhile (a client hanging
+  up) cannot leave the outcome unknown; it is delivered once the commit is done, and the
+  ``on_commit`` callbacks are then skipped with a warning.
 * **Connection failures are typed** - they leave the block as
   :class:`~db_manager.errors.DatabaseUnavailable` (``CommitOutcomeUnknown`` during COMMIT).
 * **Single use** - entering twice or using it after exit raises ``UnitOfWorkStateError``.
@@ -152,16 +156,26 @@ class UnitOfWork:
             return
         try:
             if exc is None:
-                await self.commit()
+                # COMMIT and the release of the connection run to completion: a cancellation
+                # that arrives meanwhile (a client hanging up) waits for them, then propagates.
+                await _run_to_completion(self._commit_and_close())
+            else:
+                await _run_to_completion(self._discard())
         except BaseException:
+            if self._callbacks:  # committed, then the cancellation was delivered
+                log.warning(
+                    "on_commit callbacks skipped: cancelled during the commit",
+                    callbacks=len(self._callbacks),
+                )
             await _run_to_completion(self._discard())
             raise
-        else:
-            await _run_to_completion(self._discard() if exc is not None else self._close())
         finally:
             self._state = _State.CLOSED
-        if exc is not None and is_connection_error(exc):
-            raise as_unavailable(exc) from exc
+        if exc is not None:
+            if is_connection_error(exc):
+                raise as_unavailable(exc) from exc
+            return
+        await self._run_callbacks()
 
     def on_commit(self, callback: OnCommitCallback) -> None:
         """Run ``callback()`` (sync or async) after the next successful commit.
@@ -202,21 +216,34 @@ class UnitOfWork:
             hook(connection)
 
     async def commit(self) -> None:
-        """Commit the work done so far and run the ``on_commit`` callbacks."""
+        """Commit the work done so far and run the ``on_commit`` callbacks.
+
+        The COMMIT runs to completion even if the caller is cancelled meanwhile; the
+        cancellation is delivered afterwards (and the callbacks are then skipped).
+        """
         self._require_active()
-        session = self._session
-        if session is not None:
-            try:
-                await session.commit()
-            except BaseException as exc:
-                # Not logged here: the caller (or the framework adapter, once, with the
-                # request path or update id) decides how to report it.
-                self._callbacks.clear()
-                if is_connection_error(exc):
-                    raise as_unavailable(exc, during_commit=True) from exc
-                raise
+        if self._session is not None:
+            await _run_to_completion(self._commit_session())
         self._begin_hooks.clear()
         await self._run_callbacks()
+
+    async def _commit_session(self) -> None:
+        session = self._session
+        if session is None:
+            return
+        try:
+            await session.commit()
+        except BaseException as exc:
+            # Not logged here: the caller (or the framework adapter, once, with the
+            # request path or update id) decides how to report it.
+            self._callbacks.clear()
+            if is_connection_error(exc):
+                raise as_unavailable(exc, during_commit=True) from exc
+            raise
+
+    async def _commit_and_close(self) -> None:
+        await self._commit_session()
+        await self._close()
 
     async def rollback(self) -> None:
         """Roll back the work done so far; ``on_commit`` callbacks registered so far are dropped."""

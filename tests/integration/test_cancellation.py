@@ -172,6 +172,71 @@ async def test_move_on_after_during_pg_sleep_returns_the_connection_and_stops_th
     await assert_pool_healthy(engine, pg_database)
 
 
+# -- a cancellation that arrives while COMMIT is in flight -----------------------------------
+
+
+SLOW_COMMIT = [
+    # A deferred constraint trigger runs at COMMIT: the COMMIT itself takes a second.
+    "CREATE FUNCTION tests__slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$",
+    f"CREATE CONSTRAINT TRIGGER tests__slow_commit AFTER INSERT ON {Item.__table__.name} "
+    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tests__slow_commit()",
+]
+
+
+async def commit_running(database: str) -> bool:
+    return any(
+        row["state"] == "active" and row["query"].strip().rstrip(";").upper() == "COMMIT"
+        for row in await server_activity(database)
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("how", ["task.cancel", "anyio scope"])
+async def test_cancellation_during_commit_lets_the_commit_finish(
+    pg_database: str, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the block ended cleanly the work is committed, whoever cancels meanwhile (a client
+    that hangs up): the COMMIT finishes, the cancellation is then delivered, and the connection
+    (an overflow one, closed on return) is closed by the cleanup, not cut mid-close."""
+    engine = create_engine(pg_settings(pg_database, pool_size=1, max_overflow=1))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(CancelModel.metadata.create_all)
+            for statement in SLOW_COMMIT:
+                await conn.execute(text(statement))
+        holder = await engine.connect()  # the pool's one slot is taken: the write overflows
+        await holder.scalar(text("SELECT 1"))
+
+        async def write() -> None:
+            async with UnitOfWork(engine) as uow:
+                await uow.session.execute(insert(Item).values(n=1, label="committed"))
+
+        with caplog.at_level("ERROR"):
+            if how == "task.cancel":
+                task = asyncio.create_task(write())
+                assert await wait_for(lambda: commit_running(pg_database), timeout=3.0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                with anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(write)
+                        assert await wait_for(lambda: commit_running(pg_database), timeout=3.0)
+                        scope.cancel()
+                assert scope.cancelled_caught
+        await holder.close()
+
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        async with engine.connect() as conn:
+            assert await conn.scalar(select(Item.label)) == "committed"
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+        await assert_pool_healthy(engine, pg_database)
+    finally:
+        await engine.dispose()
+
+
 async def test_cancellation_between_statements_rolls_back_and_keeps_the_connection(
     db_settings: DatabaseSettings,
 ) -> None:
