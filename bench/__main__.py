@@ -30,7 +30,8 @@ from bench.roundtrips import count_round_trips
 from bench.soak import soak
 
 ROOT = Path(__file__).resolve().parent.parent
-LOAD_VARIANTS = ("project", "project_bot", "baseline", "peer", "floor", "aiohttp")
+# Compared pairs sit next to each other: project / baseline / peer, project_bot / aiohttp.
+LOAD_VARIANTS = ("project", "baseline", "peer", "floor", "project_bot", "aiohttp")
 QUICK = {
     "cpu_rounds": 3,
     "cpu_batch": {
@@ -57,8 +58,8 @@ FULL = {
         "read_core": 200,
         "webhook": 150,
     },
-    "load_rounds": 3,
-    "load_seconds": 5.0,
+    "load_rounds": 5,
+    "load_seconds": 4.0,
     "wire_n": 100,
 }
 

@@ -2,8 +2,10 @@
 
 Each variant is served by its own process (``bench.serve``) pinned to core 0 with
 ``taskset``; ``wrk`` runs pinned to core 1 with a fixed number of connections. PostgreSQL
-is not pinned (it is shared). Variants are interleaved A B C ... A B C ... over the rounds;
-every measured run is preceded by a short warm-up run on the same endpoint. Besides wrk's
+is not pinned (it is shared). Variants are interleaved over the rounds, the order reversed
+every other round (A B C, C B A, A B C ...), so a slow drift of the machine (a checkpoint,
+another process) cancels out of the per-round ratios instead of favouring whoever runs
+first; every measured run is preceded by a short warm-up run on the same endpoint. Besides wrk's
 figures, the server's own CPU time per request (``/proc/PID/stat``) and its peak RSS
 (``VmHWM``) are recorded.
 """
@@ -222,7 +224,7 @@ def measure_load(
     )
     ids = UpdateIds()
     for round_no in range(rounds):
-        for variant in variants:
+        for variant in variants if round_no % 2 == 0 else variants[::-1]:
             server = Server(variant, target)
             try:
                 for endpoint in SERVES[variant]:

@@ -310,7 +310,7 @@ def markdown(run: BenchRun, results: list[TargetResult], notes: str) -> str:
             f"aiohttp handler) in a process pinned to core 0, `wrk -t1 -c{load.connections}` "
             f"pinned to core 1 ({'pinned with taskset' if load.pinned else 'NOT pinned: taskset or a second core missing'}), "
             f"{load.duration:g} s per run after a warm-up run, variants interleaved over "
-            f"{load.rounds} round(s); load generator: {load.generator}. Ratio: median of per-round "
+            f"{load.rounds} round(s), the order reversed every other round; load generator: {load.generator}. Ratio: median of per-round "
             "ratios, to the hand-written baseline (read-path rows: to its `GET /items/{id}`; "
             "webhook: to aiogram's aiohttp handler). Server CPU: the server process's CPU time "
             "over the requests it served.",
