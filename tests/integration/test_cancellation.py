@@ -21,6 +21,7 @@ from conftest import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER, pg_settings
 from sqlalchemy import MetaData, event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
+from structlog.testing import capture_logs
 
 from db_manager import Base, DatabaseSettings, UnitOfWork, create_engine
 
@@ -208,11 +209,14 @@ async def test_cancellation_during_commit_lets_the_commit_finish(
         holder = await engine.connect()  # the pool's one slot is taken: the write overflows
         await holder.scalar(text("SELECT 1"))
 
+        callbacks_run: list[str] = []
+
         async def write() -> None:
             async with UnitOfWork(engine) as uow:
                 await uow.session.execute(insert(Item).values(n=1, label="committed"))
+                uow.on_commit(lambda: callbacks_run.append("after commit"))
 
-        with caplog.at_level("ERROR"):
+        with caplog.at_level("ERROR"), capture_logs() as logs:
             if how == "task.cancel":
                 task = asyncio.create_task(write())
                 assert await wait_for(lambda: commit_running(pg_database), timeout=3.0)
@@ -232,6 +236,11 @@ async def test_cancellation_during_commit_lets_the_commit_finish(
         async with engine.connect() as conn:
             assert await conn.scalar(select(Item.label)) == "committed"
         assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+        # The caller was cancelled: its after-commit work does not run, and that is said.
+        assert callbacks_run == []
+        assert [(e["log_level"], e["event"], e["callbacks"]) for e in logs] == [
+            ("warning", "on_commit callbacks skipped: cancelled during the commit", 1)
+        ]
         await assert_pool_healthy(engine, pg_database)
     finally:
         await engine.dispose()
