@@ -155,12 +155,12 @@ class UnitOfWork:
         if self._state is not _State.ACTIVE:
             return
         try:
-            if exc is None:
+            if self._session is not None:  # an unused unit of work has nothing to give back
                 # COMMIT and the release of the connection run to completion: a cancellation
                 # that arrives meanwhile (a client hanging up) waits for them, then propagates.
-                await _run_to_completion(self._commit_and_close())
-            else:
-                await _run_to_completion(self._discard())
+                await _run_to_completion(
+                    self._commit_and_close() if exc is None else self._discard()
+                )
         except BaseException:
             if self._callbacks:  # committed, then the cancellation was delivered
                 log.warning(
@@ -229,8 +229,7 @@ class UnitOfWork:
 
     async def _commit_session(self) -> None:
         session = self._session
-        if session is None:
-            return
+        assert session is not None  # callers check first
         try:
             await session.commit()
         except BaseException as exc:
