@@ -12,7 +12,7 @@ import asyncio
 import sys
 
 from app.config import load_app_settings
-from db_manager import ConfigError, Database, DatabaseManagerError, prune_updates
+from db_manager import ConfigError, Database, DatabaseManagerError
 
 __all__ = ["main"]
 
@@ -85,7 +85,7 @@ async def _set_webhook(settings) -> int:  # type: ignore[no-untyped-def]
 
     from app.bot import build_dispatcher
     from app.story import load_story
-    from db_manager.aiogram import register_webhook
+    from db_manager.telegram import register_webhook
 
     if settings.bot.token is None:
         raise ConfigError("[bot] token is not set; nothing to register")
@@ -102,6 +102,7 @@ async def _prune(settings, days: float) -> int:  # type: ignore[no-untyped-def]
     import datetime as dt
 
     from app.unit_of_work import AppUnitOfWork
+    from db_manager.telegram import prune_updates
 
     database = Database(settings.database, uow_class=AppUnitOfWork)
     await database.start()

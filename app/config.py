@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr
 
 from db_manager import DatabaseSettings, SectionSettings, load_settings
-from db_manager.aiogram import TelegramSettings
+from db_manager.telegram import TelegramSettings
 
 __all__ = ["AppSection", "Settings", "load_app_settings"]
 

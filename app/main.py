@@ -18,8 +18,14 @@ from app.config import Settings, load_app_settings
 from app.logs import configure_logging
 from app.story import load_story
 from app.unit_of_work import AppUnitOfWork
-from db_manager.aiogram import telegram_lifespan, telegram_webhook_router
-from db_manager.fastapi import database_lifespan, health_router, install_error_handlers
+from db_manager.fastapi import (
+    OneLineStartupErrors,
+    database_lifespan,
+    health_router,
+    install_error_handlers,
+)
+from db_manager.telegram import telegram_lifespan
+from db_manager.telegram.webhook import telegram_webhook_router
 
 __all__ = ["create_app"]
 
@@ -53,6 +59,7 @@ def create_app(
         max_body_size=settings.app.max_body_size,
     )
     install_error_handlers(app)
+    app.add_middleware(OneLineStartupErrors)
     app.include_router(health_router())
     app.include_router(
         telegram_webhook_router(settings.bot.webhook_path, max_body_size=settings.bot.max_body_size)

@@ -19,7 +19,8 @@ import asyncpg
 from sqlalchemy import URL, BigInteger, MetaData, String, bindparam, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db_manager import NAMING_CONVENTION, Base, DatabaseSettings, TelegramUpdate
+from db_manager import NAMING_CONVENTION, Base, DatabaseSettings
+from db_manager.telegram.store import TelegramUpdate
 
 ROWS = 1000
 BOT_TOKEN = "123456789:AAbenchmarkbenchmarkbenchmarkbenchmark"

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
@@ -35,9 +37,11 @@ __all__ = [
     "CONFIG_FILE_ENV",
     "DEFAULT_CONFIG_FILE",
     "SUPPORTED_DRIVERS",
+    "ConfigFile",
     "DatabaseSettings",
     "SectionSettings",
     "load_settings",
+    "read_config",
     "resolve_config_file",
 ]
 
@@ -46,9 +50,18 @@ DEFAULT_CONFIG_FILE = "config.toml"
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 DEFAULT_SQLITE_DATABASE = "app.sqlite3"
 
-# The config file that the settings being built right now read. A context variable, not a
-# global: load_settings() sets it for the duration of one construction only.
-_active_config_file: ContextVar[Path | None] = ContextVar("db_manager_config_file", default=None)
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A config file parsed once: its path and its tables. See :func:`read_config`."""
+
+    path: Path
+    data: Mapping[str, Any]
+
+
+# The parsed config file that the settings being built right now read. A context variable,
+# not a global: load_settings() sets it for the duration of one construction only.
+_active_config: ContextVar[ConfigFile | None] = ContextVar("db_manager_config", default=None)
 
 S = TypeVar("S", bound="SectionSettings")
 
@@ -82,14 +95,25 @@ class SectionSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The one place where the order of sources is decided: arguments, env, config file.
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _active_config_file.get()
-        if path is not None and cls.section in _read_toml(path):
+        config = _active_config.get()
+        if config is not None and cls.section in config.data:
             sources.append(
-                TomlConfigSettingsSource(
-                    settings_cls, toml_file=path, toml_table_header=(cls.section,)
+                _ParsedToml(
+                    settings_cls, config, toml_file=config.path, toml_table_header=(cls.section,)
                 )
             )
         return tuple(sources)
+
+
+class _ParsedToml(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source over a file :func:`read_config` already parsed."""
+
+    def __init__(self, settings_cls: type[BaseSettings], config: ConfigFile, **kwargs: Any) -> None:
+        self._config = config
+        super().__init__(settings_cls, **kwargs)
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        return dict(self._config.data)
 
 
 class DatabaseSettings(SectionSettings):
@@ -108,6 +132,10 @@ class DatabaseSettings(SectionSettings):
 
     pool_size: int = Field(default=5, ge=1)
     max_overflow: int = Field(default=10, ge=0)
+    # The read path's own pool (db_manager.reader): small, since a read holds its connection
+    # for one statement only. Counted in the connection budget logged at start.
+    read_pool_size: int = Field(default=2, ge=1)
+    read_max_overflow: int = Field(default=3, ge=0)
     pool_timeout: float = Field(default=10.0, gt=0)
     pool_recycle: int = Field(default=1800, ge=-1)
     pool_pre_ping: bool = True
@@ -184,6 +212,8 @@ class DatabaseSettings(SectionSettings):
             "url": self.redacted_url,
             "pool_size": self.pool_size,
             "max_overflow": self.max_overflow,
+            "read_pool_size": self.read_pool_size,
+            "read_max_overflow": self.read_max_overflow,
             "pool_timeout": self.pool_timeout,
             "pool_recycle": self.pool_recycle,
             "pool_pre_ping": self.pool_pre_ping,
@@ -211,6 +241,17 @@ def resolve_config_file(config_file: str | os.PathLike[str] | None = None) -> Pa
     return path
 
 
+def read_config(
+    config_file: str | os.PathLike[str] | ConfigFile | None = None,
+) -> ConfigFile | None:
+    """Find and parse the config file once (see :func:`resolve_config_file`); None if there is
+    none. Pass the result to several :func:`load_settings` calls to read the file only once."""
+    if isinstance(config_file, ConfigFile):
+        return config_file
+    path = resolve_config_file(config_file)
+    return None if path is None else ConfigFile(path, _read_toml(path))
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -224,37 +265,44 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def _reading(path: Path | None) -> Iterator[None]:
-    token = _active_config_file.set(path)
+def _reading(config: ConfigFile | None) -> Iterator[None]:
+    token = _active_config.set(config)
     try:
         yield
     finally:
-        _active_config_file.reset(token)
+        _active_config.reset(token)
 
 
 @overload
 def load_settings(
-    *, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+    *, config_file: str | os.PathLike[str] | ConfigFile | None = None, **overrides: Any
 ) -> DatabaseSettings: ...
 
 
 @overload
 def load_settings(
-    cls: type[S], *, config_file: str | os.PathLike[str] | None = None, **overrides: Any
+    cls: type[S],
+    *,
+    config_file: str | os.PathLike[str] | ConfigFile | None = None,
+    **overrides: Any,
 ) -> S: ...
 
 
 def load_settings(
     cls: type[SectionSettings] = DatabaseSettings,
     *,
-    config_file: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | ConfigFile | None = None,
     **overrides: Any,
 ) -> SectionSettings:
-    """Build ``cls`` from arguments, env and the config file, or raise one clear ConfigError."""
-    path = resolve_config_file(config_file)
-    data: dict[str, Any] = {}
+    """Build ``cls`` from arguments, env and the config file, or raise one clear ConfigError.
+
+    ``config_file`` is a path, or a :class:`ConfigFile` from :func:`read_config` (the file is
+    then not read again: an app loading several sections parses it once).
+    """
+    config = read_config(config_file)
+    path = config.path if config is not None else None
+    data: Mapping[str, Any] = config.data if config is not None else {}
     if path is not None:
-        data = _read_toml(path)
         section = data.get(cls.section)
         if section is not None and not isinstance(section, dict):
             raise ConfigError(
@@ -262,7 +310,7 @@ def load_settings(
                 source=str(path),
                 key=cls.section,
             )
-    with _reading(path):
+    with _reading(config):
         try:
             return cls(**overrides)
         except ValidationError as exc:
@@ -273,7 +321,7 @@ def _config_error(
     cls: type[SectionSettings],
     exc: ValidationError,
     path: Path | None,
-    section: dict[str, Any],
+    section: Mapping[str, Any],
     overrides: dict[str, Any],
 ) -> ConfigError:
     lines = []

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db_manager.base import Base
 from db_manager.config import DatabaseSettings
-from db_manager.engine import SQLITE_BEGIN_OPTION, create_engine
+from db_manager.engine import SQLITE_BEGIN_OPTION, ConnectionBudget, create_engine
 from db_manager.errors import (
     DatabaseNotStarted,
     DatabaseUnavailable,
@@ -29,7 +29,7 @@ from db_manager.errors import (
     is_connection_error,
 )
 from db_manager.reader import Reader
-from db_manager.uow import UnitOfWork, UnitOfWorkFactory, UnitOfWorkSession
+from db_manager.uow import UnitOfWork, UnitOfWorkFactory, make_session_factory
 
 __all__ = ["Database", "DatabaseInterface"]
 
@@ -108,14 +108,16 @@ class Database(DatabaseInterface, Generic[U]):
         ``connect_timeout`` and raise ``DatabaseUnavailable`` with one clear line if it fails."""
         if self._engine is None:
             self._engine = create_engine(self.settings)
-        self._session_factory = async_sessionmaker(
-            self._engine,
-            expire_on_commit=False,
-            close_resets_only=False,
-            sync_session_class=UnitOfWorkSession,
-        )
+        self._session_factory = make_session_factory(self._engine)
         self._uow_factory = UnitOfWorkFactory(self._session_factory, self._uow_class)
+        budget = ConnectionBudget.of(self.settings)
         log.info("database starting", **self.settings.describe())
+        log.info(
+            "connection budget",
+            max_connections=budget.total,
+            main_pool=budget.main,
+            read_pool=budget.read,
+        )
         if wait:
             try:
                 await self._wait_until_reachable()

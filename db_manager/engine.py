@@ -1,4 +1,4 @@
-"""Build the one :class:`~sqlalchemy.ext.asyncio.AsyncEngine` of a process from settings.
+"""Build a process's engines from settings: the main one and the read path's, in one place.
 
 Dialect tuning lives here and nowhere else:
 
@@ -18,6 +18,7 @@ Parameters are hidden from logs and exception messages unless ``hide_parameters 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
@@ -25,9 +26,17 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
 
+from db_manager._extras import require
 from db_manager.config import DatabaseSettings
 
-__all__ = ["SQLITE_BEGIN_OPTION", "asyncpg_connect_args", "create_engine"]
+__all__ = [
+    "SQLITE_BEGIN_OPTION",
+    "ConnectionBudget",
+    "asyncpg_connect_args",
+    "create_engine",
+    "create_read_engine",
+    "is_memory",
+]
 
 # Execution option: ``conn.execution_options(db_manager_sqlite_begin="DEFERRED")`` makes an
 # SQLite transaction that only reads start without taking the write lock.
@@ -43,32 +52,112 @@ def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngi
         "pool_pre_ping": settings.pool_pre_ping,
     }
     if url.get_backend_name() == "sqlite":
-        memory = url.database in (None, "", ":memory:")
+        memory = is_memory(settings)
         if memory:
             kwargs["poolclass"] = StaticPool
         else:
-            kwargs.update(
-                pool_size=settings.pool_size,
-                max_overflow=settings.max_overflow,
-                pool_timeout=settings.pool_timeout,
-                pool_recycle=settings.pool_recycle,
-            )
+            kwargs.update(_pool_arguments(settings, settings.pool_size, settings.max_overflow))
         kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout}
         kwargs.update(engine_kwargs)
         engine = create_async_engine(url, **_fit_pool_arguments(kwargs))
         _tune_sqlite(engine, settings, memory=memory)
         return engine
 
-    connect_args = asyncpg_connect_args(settings)
-    kwargs.update(
-        pool_size=settings.pool_size,
-        max_overflow=settings.max_overflow,
-        pool_timeout=settings.pool_timeout,
-        pool_recycle=settings.pool_recycle,
-        connect_args=connect_args,
-    )
+    require("PostgreSQL (postgresql+asyncpg)", "postgres", "asyncpg")
+    kwargs.update(_pool_arguments(settings, settings.pool_size, settings.max_overflow))
+    kwargs["connect_args"] = asyncpg_connect_args(settings)
     kwargs.update(engine_kwargs)
     return create_async_engine(url, **_fit_pool_arguments(kwargs))
+
+
+def create_read_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngine:
+    """The dedicated read engine: autocommit, read-only sessions, no pre-ping, no BEGIN hook.
+
+    Its pool is sized by ``read_pool_size`` / ``read_max_overflow`` (small by default: each
+    read holds its connection for one statement only); timeouts and ``echo`` come from
+    ``settings`` as for the main engine; ``engine_kwargs`` override anything. An in-memory
+    SQLite database cannot have a second engine: use :meth:`Reader.from_settings`, which
+    falls back to the main engine.
+    """
+    url = settings.sqlalchemy_url
+    kwargs: dict[str, Any] = {
+        "echo": settings.echo,
+        "hide_parameters": settings.hide_parameters,
+        "isolation_level": "AUTOCOMMIT",
+        # No pre-ping: it would double the round trips of a one-statement read. A dead
+        # pooled connection is retried once instead (reads are idempotent).
+        "pool_pre_ping": False,
+        **_pool_arguments(settings, settings.read_pool_size, settings.read_max_overflow),
+    }
+    if url.get_backend_name() == "sqlite":
+        if is_memory(settings):
+            raise ValueError(
+                "an in-memory SQLite database has no second engine; share the main one"
+            )
+        kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout}
+        kwargs.update(engine_kwargs)
+        engine = create_async_engine(url, **_fit_pool_arguments(kwargs))
+        _make_sqlite_read_only(engine, settings)
+        return engine
+
+    require("PostgreSQL (postgresql+asyncpg)", "postgres", "asyncpg")
+    connect_args = asyncpg_connect_args(
+        settings, server_settings={"default_transaction_read_only": "on"}
+    )
+    if settings.pgbouncer:
+        # PgBouncer refuses startup parameters, so default_transaction_read_only cannot be
+        # set: writes are refused client-side. And no autocommit behind its transaction
+        # pooling: asyncpg prepares a statement and then executes it, each step ending in
+        # Sync, and outside a transaction PgBouncer may send the two steps to different
+        # server connections ("prepared statement ... does not exist"). Each read runs in a
+        # short transaction instead (rolled back at checkin), which keeps both steps on one
+        # server connection (tests/faults).
+        kwargs.pop("isolation_level")
+    kwargs["connect_args"] = connect_args
+    kwargs.update(engine_kwargs)
+    return create_async_engine(url, **_fit_pool_arguments(kwargs))
+
+
+def is_memory(settings: DatabaseSettings) -> bool:
+    """True for an in-memory SQLite database (one connection, shared by every engine user)."""
+    url = settings.sqlalchemy_url
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionBudget:
+    """The most connections one process can open: main pool plus read pool.
+
+    Per process ``(pool_size + max_overflow) + (read_pool_size + read_max_overflow)``; an
+    in-memory SQLite database has exactly one. Multiply by workers per host and by replicas
+    to size the server's ``max_connections`` (the README's formula).
+    """
+
+    main: int
+    read: int
+
+    @property
+    def total(self) -> int:
+        return self.main + self.read
+
+    @classmethod
+    def of(cls, settings: DatabaseSettings) -> ConnectionBudget:
+        if is_memory(settings):
+            return cls(main=1, read=0)  # StaticPool: one connection, shared by the reader
+        return cls(
+            main=settings.pool_size + settings.max_overflow,
+            read=settings.read_pool_size + settings.read_max_overflow,
+        )
+
+
+def _pool_arguments(settings: DatabaseSettings, size: int, overflow: int) -> dict[str, Any]:
+    """The queue-pool arguments of an engine: written once for the main and read engines."""
+    return {
+        "pool_size": size,
+        "max_overflow": overflow,
+        "pool_timeout": settings.pool_timeout,
+        "pool_recycle": settings.pool_recycle,
+    }
 
 
 def asyncpg_connect_args(
@@ -143,3 +232,17 @@ def _tune_sqlite(engine: AsyncEngine, settings: DatabaseSettings, *, memory: boo
         # A connection that only reads may ask for a deferred BEGIN (see SQLITE_BEGIN_OPTION).
         mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
         connection.exec_driver_sql("BEGIN" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
+
+
+def _make_sqlite_read_only(engine: AsyncEngine, settings: DatabaseSettings) -> None:
+    busy_ms = int(settings.sqlite_busy_timeout * 1000)
+
+    # A pool event, not a connection event: statements still run with no listener at all.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA query_only=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        finally:
+            cursor.close()

@@ -9,6 +9,7 @@ Every error derives from :class:`DatabaseManagerError`::
     ├── ReadOnlyError           a write attempted through a read-only unit of work
     ├── TableNameError          a model whose table name breaks ``plugin__table``
     ├── SchemaError             create_all / drop_all failed
+    ├── MissingExtra            an adapter imported without its extra (also an ImportError)
     └── DatabaseUnavailable     the database cannot be reached (answer 503, retry later)
         ├── PoolExhausted       no pooled connection became free within pool_timeout
         └── CommitOutcomeUnknown the connection broke during COMMIT
@@ -25,6 +26,7 @@ __all__ = [
     "DatabaseManagerError",
     "DatabaseNotStarted",
     "DatabaseUnavailable",
+    "MissingExtra",
     "PoolExhausted",
     "ReadOnlyError",
     "SchemaError",
@@ -67,6 +69,18 @@ class TableNameError(DatabaseManagerError, TypeError):
 
 class SchemaError(DatabaseManagerError):
     """Creating or dropping tables failed."""
+
+
+class MissingExtra(DatabaseManagerError, ImportError):
+    """An adapter was imported without the optional dependencies of its extra.
+
+    The message names the extra: ``pip install 'db_manager[aiogram]'``.
+    """
+
+    def __init__(self, message: str, *, extra: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.name = name
 
 
 class DatabaseUnavailable(DatabaseManagerError):

@@ -21,6 +21,10 @@ The lifespan keeps on ``app.state``: ``database`` (the started :class:`Database`
 
 from __future__ import annotations
 
+from db_manager._extras import require
+
+require("db_manager.fastapi", "fastapi", "fastapi")
+
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -45,6 +49,12 @@ from db_manager.errors import (
     summarize,
 )
 from db_manager.reader import Reader
+from db_manager.services import (
+    DATABASE_SERVICE,
+    ENGINE_SERVICE,
+    UOW_FACTORY_SERVICE,
+    ServiceRegistry,
+)
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
 
 __all__ = [
@@ -69,41 +79,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("db_manager.fastapi")
-
-ENGINE_SERVICE = "db_manager:engine"
-DATABASE_SERVICE = "db_manager:database"
-UOW_FACTORY_SERVICE = "db_manager:uow_factory"
-
-
-class ServiceRegistry:
-    """Services of an application by ``plugin:name``, kept on ``app.state.services``."""
-
-    __slots__ = ("_services",)
-
-    def __init__(self) -> None:
-        self._services: dict[str, object] = {}
-
-    def register(self, name: str, service: object) -> None:
-        plugin, sep, local = name.partition(":")
-        if not (plugin and sep and local):
-            raise ValueError(f"service name {name!r} must look like 'plugin:name'")
-        self._services[name] = service
-
-    def unregister(self, name: str) -> None:
-        self._services.pop(name, None)
-
-    def get(self, name: str) -> Any:
-        try:
-            return self._services[name]
-        except KeyError:
-            known = ", ".join(sorted(self._services)) or "none"
-            raise LookupError(f"no service {name!r} is registered (registered: {known})") from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._services
-
-    def names(self) -> list[str]:
-        return sorted(self._services)
 
 
 def get_services(app: FastAPI) -> ServiceRegistry:
@@ -156,12 +131,18 @@ def database_lifespan(
 # -- dependencies ------------------------------------------------------------------------
 
 
-async def get_database(request: Request) -> Database[Any]:
-    database: Database[Any] | None = getattr(request.app.state, "database", None)
-    if database is None:
+def _from_state(request: Request, name: str) -> Any:
+    """``request.app.state.<name>`` as put there by :func:`database_lifespan`, or a clear error."""
+    value = getattr(request.app.state, name, None)
+    if value is None:
         raise DatabaseManagerError(
-            "no database on app.state; add `lifespan=database_lifespan(...)` to the app"
+            f"no {name} on app.state; add `lifespan=database_lifespan(...)` to the app"
         )
+    return value
+
+
+async def get_database(request: Request) -> Database[Any]:
+    database: Database[Any] = _from_state(request, "database")
     return database
 
 
@@ -171,11 +152,7 @@ async def get_engine(request: Request) -> AsyncEngine:
 
 async def get_uow_factory(request: Request) -> UnitOfWorkFactory[Any]:
     """The process's uow_factory, for work that outlives the request (background tasks)."""
-    factory: UnitOfWorkFactory[Any] | None = getattr(request.app.state, "uow_factory", None)
-    if factory is None:
-        raise DatabaseManagerError(
-            "no uow_factory on app.state; add `lifespan=database_lifespan(...)` to the app"
-        )
+    factory: UnitOfWorkFactory[Any] = _from_state(request, "uow_factory")
     return factory
 
 
@@ -198,9 +175,7 @@ async def get_uow(request: Request) -> AsyncIterator[Any]:
       raises ``UnitOfWorkStateError`` (or SQLAlchemy's closed-session error for a session
       captured earlier), never a silently reopened connection.
     """
-    factory: UnitOfWorkFactory[Any] | None = getattr(request.app.state, "uow_factory", None)
-    if factory is None:
-        factory = await get_uow_factory(request)
+    factory: UnitOfWorkFactory[Any] = _from_state(request, "uow_factory")
     async with factory() as uow:
         yield uow
 
@@ -272,7 +247,6 @@ def install_error_handlers(app: FastAPI, *, json_500: bool = True) -> None:
     app.add_exception_handler(SQLAlchemyError, _sqlalchemy_handler)
     if json_500:
         app.add_exception_handler(Exception, _internal_error_handler)
-    app.add_middleware(OneLineStartupErrors)
 
 
 async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -336,6 +310,8 @@ async def _internal_error_handler(request: Request, exc: Exception) -> JSONRespo
 class OneLineStartupErrors:
     """Report a db_manager error during startup as one line instead of a traceback.
 
+    Its own step, added by the app: ``app.add_middleware(OneLineStartupErrors)``.
+
     Starlette sends ``lifespan.startup.failed`` with the formatted traceback; for our own
     errors (bad config, unreachable database) the message already says everything.
     """
@@ -373,9 +349,7 @@ async def get_reader(request: Request) -> Reader:
 
     ``async def`` on purpose: a sync dependency would run in a worker thread (~100 µs).
     """
-    database: Database[Any] | None = getattr(request.app.state, "database", None)
-    if database is None:
-        database = await get_database(request)
+    database: Database[Any] = _from_state(request, "database")
     return database.reader
 
 

@@ -18,6 +18,10 @@ CLI is a thin wrapper over ``alembic.command``.
 
 from __future__ import annotations
 
+from db_manager._extras import require
+
+require("db_manager.migrations", "migrations", "alembic")
+
 import asyncio
 from typing import Any, Literal
 

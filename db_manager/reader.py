@@ -52,20 +52,20 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import Select, bindparam, event, inspect, select
+from sqlalchemy import Select, bindparam, inspect, select
 from sqlalchemy.engine import Connection, Result
-from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Executable
 
 # Less public API (pinned by a test): run sync SQLAlchemy code that awaits the async driver.
 from sqlalchemy.util import greenlet_spawn
 
+from db_manager.cancellation import run_to_completion
 from db_manager.config import DatabaseSettings
-from db_manager.engine import SQLITE_BEGIN_OPTION, asyncpg_connect_args
+from db_manager.engine import SQLITE_BEGIN_OPTION, create_read_engine, is_memory
 from db_manager.errors import (
     DatabaseUnavailable,
     ReadOnlyError,
@@ -73,9 +73,8 @@ from db_manager.errors import (
     is_connection_error,
     summarize,
 )
-from db_manager.uow import _run_to_completion
 
-__all__ = ["Params", "Reader", "create_read_engine"]
+__all__ = ["Params", "Reader"]
 
 Params = Mapping[str, Any]
 _M = TypeVar("_M")
@@ -83,73 +82,6 @@ _T = TypeVar("_T")
 
 _READ_ONLY_SQLSTATE: Final = "25006"  # read_only_sql_transaction
 _SQLITE_READONLY: Final = 8  # primary result code of "attempt to write a readonly database"
-
-
-def create_read_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngine:
-    """The dedicated read engine: autocommit, read-only sessions, no pre-ping, no BEGIN hook.
-
-    Pool sizes, timeouts and ``echo`` come from ``settings``, as for the main engine;
-    ``engine_kwargs`` override anything. An in-memory SQLite database cannot have a second
-    engine: use :meth:`Reader.from_settings`, which falls back to the main engine.
-    """
-    url = settings.sqlalchemy_url
-    kwargs: dict[str, Any] = {
-        "echo": settings.echo,
-        "hide_parameters": settings.hide_parameters,
-        "isolation_level": "AUTOCOMMIT",
-        # No pre-ping: it would double the round trips of a one-statement read. A dead
-        # pooled connection is retried once instead (reads are idempotent).
-        "pool_pre_ping": False,
-        "pool_size": settings.pool_size,
-        "max_overflow": settings.max_overflow,
-        "pool_timeout": settings.pool_timeout,
-        "pool_recycle": settings.pool_recycle,
-    }
-    if url.get_backend_name() == "sqlite":
-        if _is_memory(settings):
-            raise ValueError(
-                "an in-memory SQLite database has no second engine; share the main one"
-            )
-        kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout}
-        kwargs.update(engine_kwargs)
-        engine = create_async_engine(url, **kwargs)
-        _make_sqlite_read_only(engine, settings)
-        return engine
-
-    connect_args = asyncpg_connect_args(
-        settings, server_settings={"default_transaction_read_only": "on"}
-    )
-    if settings.pgbouncer:
-        # PgBouncer refuses startup parameters, so default_transaction_read_only cannot be
-        # set: writes are refused client-side. And no autocommit behind its transaction
-        # pooling: asyncpg prepares a statement and then executes it, each step ending in
-        # Sync, and outside a transaction PgBouncer may send the two steps to different
-        # server connections ("prepared statement ... does not exist"). Each read runs in a
-        # short transaction instead (rolled back at checkin), which keeps both steps on one
-        # server connection (tests/faults).
-        kwargs.pop("isolation_level")
-    kwargs["connect_args"] = connect_args
-    kwargs.update(engine_kwargs)
-    return create_async_engine(url, **kwargs)
-
-
-def _is_memory(settings: DatabaseSettings) -> bool:
-    url = settings.sqlalchemy_url
-    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
-
-
-def _make_sqlite_read_only(engine: AsyncEngine, settings: DatabaseSettings) -> None:
-    busy_ms = int(settings.sqlite_busy_timeout * 1000)
-
-    # A pool event, not a connection event: statements still run with no listener at all.
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA query_only=ON")
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-        finally:
-            cursor.close()
 
 
 class Reader:
@@ -178,7 +110,7 @@ class Reader:
     ) -> Reader:
         """A reader with a read engine of its own; an in-memory SQLite database, which has
         only one connection, is read through ``main_engine`` instead."""
-        if _is_memory(settings):
+        if is_memory(settings):
             if main_engine is None:
                 raise ValueError("an in-memory SQLite database is read through its main engine")
             # Same pool and connection; a deferred BEGIN, so reads never take the write lock.
@@ -311,14 +243,14 @@ class Reader:
             try:
                 yield session
             finally:
-                await _run_to_completion(session.close())
+                await run_to_completion(session.close())
         except Exception as exc:
             error = _translate(exc)
             if error is None:
                 raise
             raise error from exc
         finally:
-            await _run_to_completion(conn.close())
+            await run_to_completion(conn.close())
 
     # -- internals -------------------------------------------------------------------------
 

@@ -25,29 +25,36 @@ test that needs true concurrency should use a real database without this plugin.
 
 from __future__ import annotations
 
+from db_manager._extras import require
+
+require("db_manager.testing", "testing", "pytest", "pytest_asyncio", "httpx")
+
 import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db_manager.base import Base
 from db_manager.config import DatabaseSettings
 from db_manager.engine import create_engine
-from db_manager.uow import UnitOfWork, UnitOfWorkFactory, UnitOfWorkSession
+from db_manager.uow import UnitOfWork, UnitOfWorkFactory, make_session_factory
+
+if TYPE_CHECKING:  # starlette comes with the app under test, not with this extra
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "DATABASE_URL_ENV",
     "dbm_app",
     "dbm_client",
     "dbm_connection",
+    "dbm_created_tables",
     "dbm_engine",
     "dbm_metadata",
     "dbm_session_factory",
@@ -57,11 +64,16 @@ __all__ = [
 
 DATABASE_URL_ENV = "DB_MANAGER_TEST_DATABASE_URL"
 
-_created: set[tuple[str, int]] = set()
+
+@pytest.fixture(scope="session")
+def dbm_created_tables() -> set[tuple[str, int]]:
+    """The (database, metadata) pairs whose tables this run already created."""
+    return set()
 
 
 @pytest.fixture(scope="session")
 def dbm_settings(tmp_path_factory: pytest.TempPathFactory) -> DatabaseSettings:
+    """The test database: ``$DB_MANAGER_TEST_DATABASE_URL`` or a temporary SQLite file."""
     url = os.environ.get(DATABASE_URL_ENV)
     if url:
         return DatabaseSettings(url=url)
@@ -71,20 +83,24 @@ def dbm_settings(tmp_path_factory: pytest.TempPathFactory) -> DatabaseSettings:
 
 @pytest.fixture(scope="session")
 def dbm_metadata() -> MetaData:
+    """The tables to create once per run (override it for your own metadata)."""
     return Base.metadata
 
 
 @pytest_asyncio.fixture
 async def dbm_engine(
-    dbm_settings: DatabaseSettings, dbm_metadata: MetaData
+    dbm_settings: DatabaseSettings,
+    dbm_metadata: MetaData,
+    dbm_created_tables: set[tuple[str, int]],
 ) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test database, its tables created on first use."""
     engine = create_engine(dbm_settings)
     key = (dbm_settings.redacted_url, id(dbm_metadata))
     try:
-        if key not in _created:
+        if key not in dbm_created_tables:
             async with engine.begin() as conn:
                 await conn.run_sync(dbm_metadata.create_all, checkfirst=True)
-            _created.add(key)
+            dbm_created_tables.add(key)
         yield engine
     finally:
         await engine.dispose()
@@ -92,6 +108,7 @@ async def dbm_engine(
 
 @pytest_asyncio.fixture
 async def dbm_connection(dbm_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One connection with an outer transaction, rolled back after the test."""
     async with dbm_engine.connect() as connection:
         transaction = await connection.begin()
         try:
@@ -103,24 +120,21 @@ async def dbm_connection(dbm_engine: AsyncEngine) -> AsyncIterator[AsyncConnecti
 
 @pytest.fixture
 def dbm_session_factory(dbm_connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(
-        bind=dbm_connection,
-        join_transaction_mode="create_savepoint",
-        expire_on_commit=False,
-        close_resets_only=False,
-        sync_session_class=UnitOfWorkSession,
-    )
+    """Sessions joined to the test's transaction; their commits release savepoints."""
+    return make_session_factory(dbm_connection, join_transaction_mode="create_savepoint")
 
 
 @pytest.fixture
 def dbm_uow_factory(
     dbm_session_factory: async_sessionmaker[AsyncSession],
 ) -> UnitOfWorkFactory[UnitOfWork]:
+    """Units of work on the test's transaction."""
     return UnitOfWorkFactory(dbm_session_factory, UnitOfWork)
 
 
 @pytest.fixture
 def dbm_app() -> Any:
+    """Your FastAPI app under test: override this fixture."""
     raise pytest.UsageError(
         "dbm_client needs a `dbm_app` fixture returning your FastAPI app "
         "(built with settings pointing at dbm_settings)"
@@ -143,6 +157,7 @@ class _OneAtATime:
 async def dbm_client(
     dbm_app: Any, dbm_session_factory: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client for ``dbm_app``, lifespan running, bound to the test's transaction."""
     async with dbm_app.router.lifespan_context(dbm_app):
         factory: UnitOfWorkFactory[Any] = dbm_app.state.uow_factory
         with factory.override(dbm_session_factory):

@@ -31,20 +31,20 @@ Subclass it to expose repositories as attributes (see ``app/unit_of_work``).
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, Generic, Self, TypeVar
 
 import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
+from db_manager.cancellation import run_to_completion
 from db_manager.errors import (
     UnitOfWorkStateError,
     as_unavailable,
@@ -52,7 +52,15 @@ from db_manager.errors import (
     summarize,
 )
 
-__all__ = ["BeginHook", "OnCommitCallback", "UnitOfWork", "UnitOfWorkFactory", "UnitOfWorkSession"]
+__all__ = [
+    "SESSION_OPTIONS",
+    "BeginHook",
+    "OnCommitCallback",
+    "UnitOfWork",
+    "UnitOfWorkFactory",
+    "UnitOfWorkSession",
+    "make_session_factory",
+]
 
 log = structlog.get_logger("db_manager.uow")
 
@@ -86,6 +94,26 @@ def _run_begin_hooks(
             hook(connection)
 
 
+# The options of every session a UnitOfWork runs on, written once (the Database's factory,
+# a UnitOfWork over a bare engine, and the testing plugin's savepoint-joined factory):
+# objects stay readable after commit without a hidden lazy load; close() really rolls back;
+# begin hooks are found through UnitOfWorkSession's class-level listener.
+SESSION_OPTIONS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "expire_on_commit": False,
+        "close_resets_only": False,
+        "sync_session_class": UnitOfWorkSession,
+    }
+)
+
+
+def make_session_factory(
+    bind: AsyncEngine | AsyncConnection, **overrides: Any
+) -> async_sessionmaker[AsyncSession]:
+    """An ``async_sessionmaker`` with :data:`SESSION_OPTIONS` (``overrides`` added on top)."""
+    return async_sessionmaker(bind, **{**SESSION_OPTIONS, **overrides})
+
+
 class _State(enum.Enum):
     NEW = "new"
     ACTIVE = "active"
@@ -115,12 +143,7 @@ class UnitOfWork:
             return session
         self._require_active()
         if isinstance(self._bind, AsyncEngine):
-            session = AsyncSession(
-                bind=self._bind,
-                expire_on_commit=False,
-                close_resets_only=False,
-                sync_session_class=UnitOfWorkSession,
-            )
+            session = AsyncSession(bind=self._bind, **SESSION_OPTIONS)
         else:
             session = self._bind()
         self._session = session
@@ -158,7 +181,7 @@ class UnitOfWork:
             if self._session is not None:  # an unused unit of work has nothing to give back
                 # COMMIT and the release of the connection run to completion: a cancellation
                 # that arrives meanwhile (a client hanging up) waits for them, then propagates.
-                await _run_to_completion(
+                await run_to_completion(
                     self._commit_and_close() if exc is None else self._discard()
                 )
         except BaseException:
@@ -167,7 +190,7 @@ class UnitOfWork:
                     "on_commit callbacks skipped: cancelled during the commit",
                     callbacks=len(self._callbacks),
                 )
-            await _run_to_completion(self._discard())
+            await run_to_completion(self._discard())
             raise
         finally:
             self._state = _State.CLOSED
@@ -223,7 +246,7 @@ class UnitOfWork:
         """
         self._require_active()
         if self._session is not None:
-            await _run_to_completion(self._commit_session())
+            await run_to_completion(self._commit_session())
         self._begin_hooks.clear()
         await self._run_callbacks()
 
@@ -249,7 +272,7 @@ class UnitOfWork:
         self._require_active()
         self._callbacks.clear()
         if self._session is not None:
-            await _run_to_completion(self._session.rollback())
+            await run_to_completion(self._session.rollback())
 
     def _require_active(self) -> None:
         if self._state is _State.ACTIVE:
@@ -332,26 +355,3 @@ class UnitOfWorkFactory(Generic[U]):
 
     def __repr__(self) -> str:
         return f"<UnitOfWorkFactory {self.uow_class.__name__}>"
-
-
-async def _run_to_completion(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run cleanup in a task of its own and wait for it even if we are cancelled meanwhile.
-
-    The same technique SQLAlchemy uses for ``AsyncSession.__aexit__`` (its helper is private,
-    so it is restated here). Repeated cancellation (anyio's level-triggered cancel scopes) is
-    absorbed until the cleanup is done, then the first cancellation is re-raised.
-    """
-    task = asyncio.ensure_future(coro)
-    cancelled: asyncio.CancelledError | None = None
-    while True:
-        try:
-            result = await asyncio.shield(task)
-        except asyncio.CancelledError as err:
-            if task.done():
-                raise
-            cancelled = err
-        else:
-            break
-    if cancelled is not None:
-        raise cancelled
-    return result

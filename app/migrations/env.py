@@ -1,7 +1,7 @@
 """Alembic environment: the app's models on db_manager's Base, run by db_manager."""
 
 import app.models  # noqa: F401  (registers the app's tables on Base.metadata)
-import db_manager.updates  # noqa: F401  (db_manager's own telegram_updates table)
+import db_manager.telegram.store  # noqa: F401  (db_manager's own telegram_updates table)
 from db_manager.migrations import run_env
 
 run_env()

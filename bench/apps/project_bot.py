@@ -13,8 +13,9 @@ from fastapi import FastAPI
 
 from bench.common import BOT_TOKEN, WEBHOOK_PATH, WEBHOOK_SECRET, BenchModel, Message, Target
 from db_manager import UnitOfWork
-from db_manager.aiogram import TelegramSettings, telegram_lifespan, telegram_webhook_router
 from db_manager.fastapi import database_lifespan, health_router, install_error_handlers
+from db_manager.telegram import TelegramSettings, telegram_lifespan
+from db_manager.telegram.webhook import telegram_webhook_router
 
 
 def build(target: Target, **settings_overrides: Any) -> FastAPI:

@@ -38,7 +38,7 @@ from app.config import AppSection, Settings
 from app.main import create_app
 from app.story import Story, load_story
 from db_manager import DatabaseSettings, create_engine
-from db_manager.aiogram import TelegramSettings
+from db_manager.telegram import TelegramSettings
 
 API_TOKEN = "e2e-api-token-0123456789"
 WEBHOOK_PATH = "/webhook/telegram"

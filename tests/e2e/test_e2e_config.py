@@ -24,7 +24,7 @@ from app.config import AppSection, load_app_settings
 from app.main import create_app
 from app.story import load_story
 from db_manager import DatabaseSettings, create_engine
-from db_manager.aiogram import TelegramSettings, register_webhook
+from db_manager.telegram import TelegramSettings, register_webhook
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_API_TOKEN = "from-config-toml"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 
 from db_manager import Database, DatabaseSettings, UnitOfWork
-from db_manager.updates import TelegramUpdate, deduplicate_update
+from db_manager.telegram.store import TelegramUpdate, deduplicate_update
 
 
 async def test_savepoint_in_a_deduplicated_unit_of_work_is_not_a_duplicate(

@@ -46,15 +46,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from db_manager import NAMING_CONVENTION, Base, DatabaseSettings, UnitOfWork
-from db_manager.aiogram import TelegramSettings, telegram_lifespan, telegram_webhook_router
 from db_manager.fastapi import (
+    OneLineStartupErrors,
     ReaderDep,
     UowDep,
     database_lifespan,
     health_router,
     install_error_handlers,
 )
-from db_manager.updates import TelegramUpdate
+from db_manager.telegram import TelegramSettings, telegram_lifespan
+from db_manager.telegram.store import TelegramUpdate
+from db_manager.telegram.webhook import telegram_webhook_router
 
 APP_ENV = "FAULTS_APP"
 WEBHOOK_PATH = "/webhook/telegram"
@@ -284,6 +286,7 @@ def build_app(
 
     app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(OneLineStartupErrors)
     app.include_router(health_router(ready_timeout=ready_timeout))
     if telegram:
         app.include_router(telegram_webhook_router(WEBHOOK_PATH))

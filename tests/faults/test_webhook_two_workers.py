@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from db_manager.updates import TelegramUpdate
+from db_manager.telegram.store import TelegramUpdate
 
 from .faultapp import BOT_ID, WEBHOOK_PATH, WEBHOOK_SECRET, Applied, rows, scalar
 from .helpers import UvicornProcess, faults_settings, wait_until

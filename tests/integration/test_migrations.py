@@ -16,7 +16,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, inspect
 from sqlalchemy.engine import Connection
 
 import app.models  # noqa: F401  (the app's tables on Base.metadata)
-import db_manager.updates  # noqa: F401
+import db_manager.telegram.store  # noqa: F401
 from db_manager import Base, Database, DatabaseSettings
 from db_manager.migrations import alembic_config, render_item
 

@@ -27,7 +27,7 @@ from app.config import AppSection, Settings
 from app.main import create_app
 from app.models import Payment, User
 from db_manager import DatabaseSettings, UnitOfWorkFactory
-from db_manager.aiogram import TelegramSettings
+from db_manager.telegram import TelegramSettings
 
 API_TOKEN = "plugin-test-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}

@@ -56,9 +56,16 @@ from support.telegram import RecordingSession
 from support.updates import BOT_TOKEN, WEBHOOK_SECRET, encode, secret_header
 
 from db_manager import NAMING_CONVENTION, Base, DatabaseSettings, UnitOfWork
-from db_manager.aiogram import TelegramSettings, telegram_lifespan, telegram_webhook_router
-from db_manager.fastapi import UowDep, database_lifespan, health_router, install_error_handlers
-from db_manager.updates import TelegramUpdate
+from db_manager.fastapi import (
+    OneLineStartupErrors,
+    UowDep,
+    database_lifespan,
+    health_router,
+    install_error_handlers,
+)
+from db_manager.telegram import TelegramSettings, telegram_lifespan
+from db_manager.telegram.store import TelegramUpdate
+from db_manager.telegram.webhook import telegram_webhook_router
 
 WEBHOOK_PATH = "/webhook/telegram"
 
@@ -341,6 +348,7 @@ def build_app(
 
     app = FastAPI(lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(OneLineStartupErrors)
     app.include_router(health_router())
     app.include_router(telegram_webhook_router(WEBHOOK_PATH))
 

@@ -28,7 +28,7 @@ from support.asgi import running
 from support.telegram import RecordingSession
 
 from db_manager import DatabaseSettings, create_engine
-from db_manager.aiogram import TelegramSettings
+from db_manager.telegram import TelegramSettings
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from support.updates import WEBHOOK_SECRET, encode, start_update
 
 from db_manager import ConfigError, load_settings
-from db_manager.aiogram import DEFAULT_WEBHOOK_MAX_BODY, TelegramSettings
+from db_manager.telegram import DEFAULT_WEBHOOK_MAX_BODY, TelegramSettings
 
 
 def assert_quiet(logs: list[MutableMapping[str, Any]], caplog: pytest.LogCaptureFixture) -> None:

@@ -18,12 +18,12 @@ from support.telegram import RecordingSession
 from support.updates import BOT_ID, message_update, start_update
 
 from db_manager import UnitOfWork
-from db_manager.aiogram import (
+from db_manager.fastapi import ENGINE_SERVICE, UOW_FACTORY_SERVICE
+from db_manager.telegram import (
     TelegramSettings,
     UnitOfWorkMiddleware,
     register_webhook,
 )
-from db_manager.fastapi import ENGINE_SERVICE, UOW_FACTORY_SERVICE
 
 
 def uow_middlewares(dispatcher: Dispatcher) -> list[UnitOfWorkMiddleware]:
@@ -157,7 +157,7 @@ async def test_the_bot_lifespan_outside_the_database_lifespan_fails_at_start() -
     from fastapi import FastAPI
     from support.asgi import lifespan
 
-    from db_manager.aiogram import telegram_lifespan
+    from db_manager.telegram import telegram_lifespan
 
     dispatcher = Dispatcher()
     tg = telegram_lifespan(telegram_settings(), dispatcher, session=RecordingSession())

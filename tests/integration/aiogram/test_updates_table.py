@@ -11,15 +11,13 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import insert, select, text
 
-from db_manager import (
-    Database,
-    DatabaseSettings,
+from db_manager import Database, DatabaseSettings, UnitOfWork
+from db_manager.telegram.store import (
     DuplicateUpdate,
     TelegramUpdate,
-    UnitOfWork,
+    deduplicate_update,
     prune_updates,
 )
-from db_manager.updates import deduplicate_update
 
 DB = Database[UnitOfWork]
 

@@ -52,6 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db_manager import NAMING_CONVENTION, Base, DatabaseSettings, UnitOfWork
 from db_manager.fastapi import (
+    OneLineStartupErrors,
     UowDep,
     UowFactoryDep,
     database_lifespan,
@@ -211,6 +212,7 @@ def build_app(settings: DatabaseSettings, *, max_body_size: int = MAX_BODY_SIZE)
     app = FastAPI(lifespan=lifespan, max_body_size=max_body_size)
     app.state.events = events
     install_error_handlers(app)
+    app.add_middleware(OneLineStartupErrors)
     app.include_router(health_router())
     app.add_middleware(ResponseStartProbe, settings=settings, events=events)
 
@@ -328,6 +330,7 @@ def app_from_env() -> FastAPI:
     (``DATABASE__*``) when the app starts, not when it is built."""
     app = FastAPI(lifespan=database_lifespan(metadata=FastapiTestModel.metadata))
     install_error_handlers(app)
+    app.add_middleware(OneLineStartupErrors)
     app.include_router(health_router())
     return app
 

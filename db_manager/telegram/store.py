@@ -8,7 +8,10 @@ two workers serialize on the primary key (``INSERT ... ON CONFLICT DO NOTHING`` 
 first to commit or roll back), so exactly one applies. If the handler fails, the row rolls
 back with its writes and Telegram's retry is applied normally.
 
-Framework-free: the aiogram middleware wires it in with :meth:`UnitOfWork.on_begin`.
+Framework-free (SQLAlchemy only): the aiogram middleware wires it in with
+:meth:`UnitOfWork.on_begin`. Importing this module adds ``db_manager__telegram_updates`` to
+``db_manager.Base.metadata``; an app that never imports the Telegram subpackage never sees it
+in ``create_all`` or in Alembic's autogenerate.
 """
 
 from __future__ import annotations

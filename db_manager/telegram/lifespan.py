@@ -1,0 +1,112 @@
+"""The process's one Bot and Dispatcher: built in the app's lifespan, closed at shutdown.
+
+No FastAPI import: the lifespan works with any ASGI app that has a ``state`` (FastAPI,
+Starlette), and :func:`register_webhook` needs only aiogram.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.base import BaseSession
+
+from db_manager.errors import ConfigError, DatabaseManagerError
+from db_manager.telegram.middleware import setup_dispatcher, teardown_dispatcher
+from db_manager.telegram.settings import TelegramSettings
+from db_manager.uow import UnitOfWorkFactory
+
+__all__ = ["AppWithState", "WebhookRuntime", "register_webhook", "telegram_lifespan"]
+
+log = structlog.get_logger("db_manager.telegram")
+
+
+class AppWithState(Protocol):
+    """An ASGI application with Starlette's ``app.state`` (FastAPI's and Starlette's apps)."""
+
+    @property
+    def state(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRuntime:
+    """What the webhook route needs, kept on ``app.state.telegram``."""
+
+    bot: Bot
+    dispatcher: Dispatcher
+    secret: bytes
+
+
+def telegram_lifespan(
+    settings: TelegramSettings,
+    dispatcher: Dispatcher,
+    *,
+    session: BaseSession | None = None,
+    bot_kwargs: dict[str, Any] | None = None,
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A lifespan that builds the process's one Bot, wires the dispatcher and closes both.
+
+    Nest it inside :func:`db_manager.fastapi.database_lifespan`: it takes the
+    ``uow_factory`` from ``app.state``, so HTTP and bot share one factory. With no token the
+    app still starts; the webhook answers 404 and the log says the bot is off. Setting the
+    webhook is not done here (every worker would do it): see :func:`register_webhook`.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: AppWithState) -> AsyncIterator[None]:
+        if settings.token is None or settings.webhook_secret is None:
+            app.state.telegram = None
+            log.info("bot is off: no [bot] token configured; the webhook answers 404")
+            yield
+            return
+        uow_factory: UnitOfWorkFactory[Any] | None = getattr(app.state, "uow_factory", None)
+        if uow_factory is None:
+            raise DatabaseManagerError(
+                "telegram_lifespan needs app.state.uow_factory; nest it inside database_lifespan"
+            )
+        bot = Bot(settings.token.get_secret_value(), session=session, **(bot_kwargs or {}))
+        setup_dispatcher(dispatcher, uow_factory)
+        app.state.telegram = WebhookRuntime(
+            bot=bot,
+            dispatcher=dispatcher,
+            secret=settings.webhook_secret.get_secret_value().encode("ascii"),
+        )
+        # What aiogram's own webhook setup passes to startup/shutdown handlers.
+        workflow = {**dispatcher.workflow_data, "app": app, "bot": bot, "bots": [bot]}
+        workflow["dispatcher"] = dispatcher
+        try:
+            started = False
+            try:
+                await dispatcher.emit_startup(**workflow)
+                started = True
+                log.info("bot is on", bot_id=bot.id, webhook_path=settings.webhook_path)
+                yield
+            finally:
+                if started:
+                    await dispatcher.emit_shutdown(**workflow)
+        finally:
+            app.state.telegram = None
+            teardown_dispatcher(dispatcher)
+            await bot.session.close()
+
+    return lifespan
+
+
+async def register_webhook(bot: Bot, dispatcher: Dispatcher, settings: TelegramSettings) -> bool:
+    """Point Telegram at ``settings.webhook_url`` with the secret and the used update types.
+
+    Idempotent (Telegram's ``setWebhook`` replaces the previous one); run it once per deploy,
+    not in every worker's startup.
+    """
+    if settings.webhook_url is None or settings.webhook_secret is None:
+        raise ConfigError("[bot] webhook_url and webhook_secret are needed to set the webhook")
+    return await bot.set_webhook(
+        url=settings.webhook_url,
+        secret_token=settings.webhook_secret.get_secret_value(),
+        allowed_updates=dispatcher.resolve_used_update_types(),
+        drop_pending_updates=settings.drop_pending_updates,
+    )

@@ -1,0 +1,127 @@
+"""A UnitOfWork per update: the aiogram middleware on ``dispatcher.update``.
+
+::
+
+    dispatcher = Dispatcher()
+    setup_dispatcher(dispatcher, database.uow_factory)
+
+    @router.message(CommandStart())
+    async def start(message: Message, uow: UnitOfWork) -> None:
+        uow.session.add(Visit(user_id=message.from_user.id))
+        # committed when the handler returns, rolled back if it raises
+
+The middleware puts the process's ``uow_factory`` into handler data under
+``"uow_factory"`` and a lazy per-update unit of work under ``"uow"``: no connection at all if
+the handler never touches it. Updates that use the database are recorded in
+``db_manager__telegram_updates`` in the same transaction, so a redelivered update is not
+applied twice. aiogram only: it serves aiogram's polling, its aiohttp webhook server and our
+FastAPI webhook route (:mod:`db_manager.telegram.webhook`) alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiogram import BaseMiddleware, Bot, Dispatcher
+from aiogram.dispatcher.middlewares.data import MiddlewareData
+from aiogram.types import TelegramObject, Update
+
+from db_manager.errors import DatabaseUnavailable
+from db_manager.telegram.store import DuplicateUpdate, deduplicate_update
+from db_manager.uow import UnitOfWork, UnitOfWorkFactory
+
+__all__ = [
+    "OUTCOME_KEY",
+    "UOW_FACTORY_KEY",
+    "UOW_KEY",
+    "Outcome",
+    "UnitOfWorkData",
+    "UnitOfWorkMiddleware",
+    "setup_dispatcher",
+    "teardown_dispatcher",
+]
+
+log = structlog.get_logger("db_manager.telegram")
+
+UOW_KEY = "uow"
+UOW_FACTORY_KEY = "uow_factory"
+# Where a caller of ``feed_update`` (the webhook route) passes an :class:`Outcome`.
+OUTCOME_KEY = "_db_manager_outcome"
+
+
+class UnitOfWorkData(MiddlewareData, total=False):
+    """Handler data added by :class:`UnitOfWorkMiddleware`."""
+
+    uow: UnitOfWork
+    uow_factory: UnitOfWorkFactory[Any]
+
+
+class Outcome:
+    """What the middleware reports back to the caller of ``feed_update`` about one update."""
+
+    __slots__ = ("unavailable",)
+
+    def __init__(self) -> None:
+        self.unavailable: DatabaseUnavailable | None = None
+
+
+class UnitOfWorkMiddleware(BaseMiddleware):
+    """A lazy UnitOfWork per update, committed when the handler returns."""
+
+    def __init__(self, uow_factory: UnitOfWorkFactory[Any], *, deduplicate: bool = True) -> None:
+        self.uow_factory = uow_factory
+        self.deduplicate = deduplicate
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        data[UOW_FACTORY_KEY] = self.uow_factory
+        bot: Bot | None = data.get("bot")
+        record = None
+        try:
+            async with self.uow_factory() as uow:
+                if self.deduplicate and bot is not None and isinstance(event, Update):
+                    record = deduplicate_update(uow, bot.id, event.update_id)
+                data[UOW_KEY] = uow
+                result = await handler(event, data)
+                if record is not None and record.duplicate:
+                    # The handler swallowed DuplicateUpdate; still refuse to commit.
+                    raise DuplicateUpdate(record.bot_id, record.update_id)
+                return result
+        except DuplicateUpdate as exc:
+            log.info("duplicate update skipped", update_id=exc.update_id, bot_id=exc.bot_id)
+            return None
+        except DatabaseUnavailable as exc:
+            # Tell the webhook route even if an aiogram error handler swallows the exception:
+            # an outage must be answered 503 so that Telegram retries the update.
+            outcome = data.get(OUTCOME_KEY)
+            if isinstance(outcome, Outcome):
+                outcome.unavailable = exc
+            raise
+
+
+def setup_dispatcher(
+    dispatcher: Dispatcher, uow_factory: UnitOfWorkFactory[Any], *, deduplicate: bool = True
+) -> UnitOfWorkMiddleware:
+    """Register the middleware on ``dispatcher.update`` and return it.
+
+    A middleware left by an earlier setup (an app started twice with one Dispatcher, as in
+    tests or a restarted lifespan) is replaced, not nested: the stale one would hand
+    handlers the ``uow_factory`` of a database that was disposed.
+    """
+    teardown_dispatcher(dispatcher)
+    middleware = UnitOfWorkMiddleware(uow_factory, deduplicate=deduplicate)
+    dispatcher.update.middleware(middleware)
+    return middleware
+
+
+def teardown_dispatcher(dispatcher: Dispatcher) -> None:
+    """Remove what :func:`setup_dispatcher` registered."""
+    for middleware in list(dispatcher.update.middleware):
+        if isinstance(middleware, UnitOfWorkMiddleware):
+            dispatcher.update.middleware.unregister(middleware)
