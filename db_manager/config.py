@@ -17,16 +17,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -97,23 +96,24 @@ class SectionSettings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = _active_config.get()
         if config is not None and cls.section in config.data:
-            sources.append(
-                _ParsedToml(
-                    settings_cls, config, toml_file=config.path, toml_table_header=(cls.section,)
-                )
-            )
+            sources.append(_ParsedToml(settings_cls, config, cls.section))
         return tuple(sources)
 
 
-class _ParsedToml(TomlConfigSettingsSource):
-    """pydantic-settings' TOML source over a file :func:`read_config` already parsed."""
+class _ParsedToml(InitSettingsSource):
+    """The ``[section]`` table of a file :func:`read_config` already parsed.
 
-    def __init__(self, settings_cls: type[BaseSettings], config: ConfigFile, **kwargs: Any) -> None:
-        self._config = config
-        super().__init__(settings_cls, **kwargs)
+    pydantic-settings' ``TomlConfigSettingsSource`` reads and parses the file again for every
+    settings class; it is an ``InitSettingsSource`` over the table it parsed, which is what
+    this is, over the table parsed once.
+    """
 
-    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
-        return dict(self._config.data)
+    def __init__(self, settings_cls: type[BaseSettings], config: ConfigFile, section: str) -> None:
+        super().__init__(settings_cls, dict(config.data.get(section, {})))
+        self._config_file = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(toml_file={self._config_file.path})"
 
 
 class DatabaseSettings(SectionSettings):
