@@ -29,6 +29,7 @@ from aiogram.dispatcher.middlewares.data import MiddlewareData
 from aiogram.types import TelegramObject, Update
 
 from db_manager.errors import DatabaseUnavailable
+from db_manager.telegram.current import bind_unit_of_work, nest_fsm
 from db_manager.telegram.store import DuplicateUpdate, deduplicate_update
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -88,7 +89,8 @@ class UnitOfWorkMiddleware(BaseMiddleware):
                 if self.deduplicate and bot is not None and isinstance(event, Update):
                     record = deduplicate_update(uow, bot.id, event.update_id)
                 data[UOW_KEY] = uow
-                result = await handler(event, data)
+                with bind_unit_of_work(uow):  # FSM storage calls of this update run on uow
+                    result = await handler(event, data)
                 if record is not None and record.duplicate:
                     # The handler swallowed DuplicateUpdate; still refuse to commit.
                     raise DuplicateUpdate(record.bot_id, record.update_id)
@@ -117,6 +119,7 @@ def setup_dispatcher(
     teardown_dispatcher(dispatcher)
     middleware = UnitOfWorkMiddleware(uow_factory, deduplicate=deduplicate)
     dispatcher.update.middleware(middleware)
+    nest_fsm(dispatcher, uow_factory)  # a UnitOfWorkStorage reads state inside the unit of work
     return middleware
 
 
