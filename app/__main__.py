@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import sys
 
-from app.config import load_app_settings
+from app.config import Settings, load_app_settings
 from db_manager import ConfigError, Database, DatabaseManagerError
 
 __all__ = ["main"]
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(settings, host: str | None, port: int | None, workers: int) -> int:  # type: ignore[no-untyped-def]
+def _run(settings: Settings, host: str | None, port: int | None, workers: int) -> int:
     import uvicorn
 
     uvicorn.run(
@@ -80,7 +80,7 @@ def _run(settings, host: str | None, port: int | None, workers: int) -> int:  # 
     return 0
 
 
-async def _set_webhook(settings) -> int:  # type: ignore[no-untyped-def]
+async def _set_webhook(settings: Settings) -> int:
     from aiogram import Bot
 
     from app.bot import build_dispatcher
@@ -98,7 +98,7 @@ async def _set_webhook(settings) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-async def _prune(settings, days: float) -> int:  # type: ignore[no-untyped-def]
+async def _prune(settings: Settings, days: float) -> int:
     import datetime as dt
 
     from app.unit_of_work import AppUnitOfWork
@@ -115,7 +115,7 @@ async def _prune(settings, days: float) -> int:  # type: ignore[no-untyped-def]
     return 0
 
 
-def _db(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _db(settings: Settings, args: argparse.Namespace) -> int:
     from alembic import command
     from alembic.util.exc import CommandError
 

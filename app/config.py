@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from db_manager import DatabaseSettings, SectionSettings, load_settings
+from db_manager import DatabaseSettings, SectionSettings, load_settings, read_config
 from db_manager.telegram import TelegramSettings
 
 __all__ = ["AppSection", "Settings", "load_app_settings"]
@@ -40,9 +40,13 @@ class Settings:
 
 
 def load_app_settings(config_file: str | os.PathLike[str] | None = None) -> Settings:
-    """Read every section; raise one ConfigError naming file, key and reason."""
+    """Read every section; raise one ConfigError naming file, key and reason.
+
+    The file is found and parsed once (``read_config``) and every section reads that parse.
+    """
+    config = read_config(config_file)
     return Settings(
-        app=load_settings(AppSection, config_file=config_file),
-        bot=load_settings(TelegramSettings, config_file=config_file),
-        database=load_settings(DatabaseSettings, config_file=config_file),
+        app=load_settings(AppSection, config_file=config),
+        bot=load_settings(TelegramSettings, config_file=config),
+        database=load_settings(DatabaseSettings, config_file=config),
     )

@@ -1,43 +1,52 @@
-"""``/api``: users, their payments, and totals. Every handler reads through ``get_uow``."""
+"""``/api``: users, their payments, and totals, read through the read path (``ReaderDep``).
+
+Each handler reads in one ``reader.snapshot()``: a read-only transaction on the read pool,
+so the statements of one answer see one state of the database (the totals of /api/stats
+agree with each other) and a slow API never takes connections from the bot's writes.
+The answers are the read views' own dataclasses (``app.services``); FastAPI builds their
+JSON schema and serializes them through pydantic's dataclass support.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, status
 
 from app.api.auth import require_api_token
-from app.api.schemas import PaymentOut, StatsOut, UserOut
-from app.services import stats, user_payments, user_profile
-from app.unit_of_work import AppUnitOfWork
-from db_manager.fastapi import get_uow
+from app.services import PaymentInfo, Stats, UserProfile, stats, user_payments, user_profile
+from db_manager.fastapi import ReaderDep
 
 __all__ = ["build_router"]
 
-# scope="function": the unit of work ends (and commits) before the response is sent.
-AppUowDep = Annotated[AppUnitOfWork, Depends(get_uow, scope="function")]
 # Telegram user ids are positive and fit the BIGINT column; anything else is a 422, not a
 # database error (an id beyond 64 bits cannot even be bound as a query parameter).
 TelegramId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The user's Telegram id.")]
 
 
-async def get_user(telegram_id: TelegramId, uow: AppUowDep) -> UserOut:
-    profile = await user_profile(uow, telegram_id)
+def _no_user(telegram_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"No user with Telegram id {telegram_id}.")
+
+
+async def get_user(telegram_id: TelegramId, reader: ReaderDep) -> UserProfile:
+    async with reader.snapshot() as session:
+        profile = await user_profile(session, telegram_id)
     if profile is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No user with Telegram id {telegram_id}.")
-    return UserOut(**asdict(profile))
+        raise _no_user(telegram_id)
+    return profile
 
 
-async def get_user_payments(telegram_id: TelegramId, uow: AppUowDep) -> list[PaymentOut]:
-    payments = await user_payments(uow, telegram_id)
+async def get_user_payments(telegram_id: TelegramId, reader: ReaderDep) -> list[PaymentInfo]:
+    async with reader.snapshot() as session:
+        payments = await user_payments(session, telegram_id)
     if payments is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No user with Telegram id {telegram_id}.")
-    return [PaymentOut(**asdict(payment)) for payment in payments]
+        raise _no_user(telegram_id)
+    return payments
 
 
-async def get_stats(uow: AppUowDep) -> StatsOut:
-    return StatsOut(**asdict(await stats(uow)))
+async def get_stats(reader: ReaderDep) -> Stats:
+    async with reader.snapshot() as session:
+        return await stats(session)
 
 
 def build_router() -> APIRouter:

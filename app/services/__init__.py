@@ -1,5 +1,6 @@
-"""Business rules of the app. No HTTP or Telegram types; each function takes the
-:class:`~app.unit_of_work.AppUnitOfWork` and never commits (the caller's unit of work does)."""
+"""Business rules of the app. No HTTP or Telegram types. The rules that write take the
+:class:`~app.unit_of_work.AppUnitOfWork` and never commit (the caller's unit of work does);
+the read views (:mod:`app.services.stats`) take any ``AsyncSession``, e.g. a read snapshot's."""
 
 from app.services.errors import ChoiceNotAvailable, PremiumRequired, ServiceError, UserNotFound
 from app.services.novel import (

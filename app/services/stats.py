@@ -1,7 +1,10 @@
 """Read-only views for the HTTP API: a user's profile, their payments, global numbers.
 
-These functions only read (no referral link or state is created), so they suit a
-read-only unit of work. They return plain frozen dataclasses, not ORM objects.
+Each function takes an ``AsyncSession`` and only reads (no referral link or state is
+created), so the session of a read-only snapshot (``reader.snapshot()``) serves them, and
+so does a unit of work's ``uow.session``. The queries are the repositories' own, built over
+that session. They return plain frozen dataclasses, not ORM objects; the HTTP API uses
+them as its response models.
 """
 
 from __future__ import annotations
@@ -9,13 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.unit_of_work import AppUnitOfWork
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.repositories import PaymentRepository, UserRepository
 
 __all__ = ["PaymentInfo", "Stats", "UserProfile", "stats", "user_payments", "user_profile"]
 
 
 @dataclass(frozen=True, slots=True)
 class UserProfile:
+    """A user as the profile page shows them."""
+
     telegram_id: int
     username: str | None
     first_name: str | None
@@ -31,6 +38,8 @@ class UserProfile:
 
 @dataclass(frozen=True, slots=True)
 class PaymentInfo:
+    """One recorded payment."""
+
     amount: int
     currency: str
     status: str
@@ -41,15 +50,17 @@ class PaymentInfo:
 
 @dataclass(frozen=True, slots=True)
 class Stats:
+    """Global numbers: users, referred users, paid payments and the sum of their amounts."""
+
     users: int
     referrals: int  # users who came through a referral link
     payments: int
     payments_sum: int
 
 
-async def user_profile(uow: AppUnitOfWork, telegram_id: int) -> UserProfile | None:
+async def user_profile(session: AsyncSession, telegram_id: int) -> UserProfile | None:
     """The profile of the user with this Telegram id, or None if there is none."""
-    overview = await uow.users.get_overview(telegram_id)
+    overview = await UserRepository(session).get_overview(telegram_id)
     if overview is None:
         return None
     user = overview.user
@@ -69,9 +80,9 @@ async def user_profile(uow: AppUnitOfWork, telegram_id: int) -> UserProfile | No
     )
 
 
-async def user_payments(uow: AppUnitOfWork, telegram_id: int) -> list[PaymentInfo] | None:
+async def user_payments(session: AsyncSession, telegram_id: int) -> list[PaymentInfo] | None:
     """The user's payments, oldest first; None if there is no such user."""
-    user = await uow.users.get_by_telegram_id(telegram_id)
+    user = await UserRepository(session).get_by_telegram_id(telegram_id)
     if user is None:
         return None
     return [
@@ -83,16 +94,18 @@ async def user_payments(uow: AppUnitOfWork, telegram_id: int) -> list[PaymentInf
             telegram_payment_charge_id=p.telegram_payment_charge_id,
             created_at=p.created_at,
         )
-        for p in await uow.payments.list_for_user(user.id)
+        for p in await PaymentRepository(session).list_for_user(user.id)
     ]
 
 
-async def stats(uow: AppUnitOfWork) -> Stats:
-    """Users, referred users, paid payments and their sum."""
-    count, total = await uow.payments.totals()
+async def stats(session: AsyncSession) -> Stats:
+    """Users, referred users, paid payments and their sum (from one view when ``session``
+    is a snapshot's)."""
+    users = UserRepository(session)
+    count, total = await PaymentRepository(session).totals()
     return Stats(
-        users=await uow.users.count(),
-        referrals=await uow.users.count_referred(),
+        users=await users.count(),
+        referrals=await users.count_referred(),
         payments=count,
         payments_sum=total,
     )

@@ -12,6 +12,9 @@ Accessing a repository outside the ``async with`` block raises ``UnitOfWorkState
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Generic, Self, TypeVar, overload
+
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.repositories import (
@@ -23,63 +26,59 @@ from app.repositories import (
 )
 from db_manager import UnitOfWork
 
-__all__ = ["AppUnitOfWork"]
+__all__ = ["AppUnitOfWork", "repository"]
+
+_R = TypeVar("_R")
+
+
+# Lower case, as it is used like ``property``.
+class repository(Generic[_R]):
+    """``users = repository(UserRepository)``: a repository attribute of the unit of work.
+
+    On first access in a unit of work it builds ``build(uow.session)`` and keeps it (one
+    repository per unit of work). Every access asks for ``uow.session`` first, which raises
+    ``UnitOfWorkStateError`` when the unit of work is not active: a repository kept from a
+    closed unit of work cannot be reached through it.
+    """
+
+    __slots__ = ("_build", "_name")
+
+    def __init__(self, build: Callable[[AsyncSession], _R]) -> None:
+        self._build = build
+        self._name = ""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, uow: None, owner: type[Any]) -> Self: ...
+
+    @overload
+    def __get__(self, uow: AppUnitOfWork, owner: type[Any]) -> _R: ...
+
+    def __get__(self, uow: AppUnitOfWork | None, owner: type[Any]) -> Self | _R:
+        if uow is None:
+            return self
+        session = uow.session
+        built: _R | None = uow._repositories.get(self._name)
+        if built is None:
+            built = uow._repositories[self._name] = self._build(session)
+        return built
 
 
 class AppUnitOfWork(UnitOfWork):
     """One transaction over the app's tables; repositories are created lazily."""
 
     # The base class uses __slots__; so do we (no per-instance __dict__).
-    __slots__ = ("_novel_messages", "_novel_states", "_payments", "_referrals", "_users")
+    __slots__ = ("_repositories",)
 
-    _users: UserRepository | None
-    _referrals: ReferralRepository | None
-    _payments: PaymentRepository | None
-    _novel_states: NovelStateRepository | None
-    _novel_messages: NovelMessageRepository | None
+    users = repository(UserRepository)
+    referrals = repository(ReferralRepository)
+    payments = repository(PaymentRepository)
+    novel_states = repository(NovelStateRepository)
+    novel_messages = repository(NovelMessageRepository)
 
     def __init__(self, bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> None:
         super().__init__(bind)
-        self._users = None
-        self._referrals = None
-        self._payments = None
-        self._novel_states = None
-        self._novel_messages = None
-
-    # Each property asks for self.session first: it raises when the unit of work is not
-    # active, so a repository kept from a closed unit of work cannot be reached through it.
-
-    @property
-    def users(self) -> UserRepository:
-        session = self.session
-        if self._users is None:
-            self._users = UserRepository(session)
-        return self._users
-
-    @property
-    def referrals(self) -> ReferralRepository:
-        session = self.session
-        if self._referrals is None:
-            self._referrals = ReferralRepository(session)
-        return self._referrals
-
-    @property
-    def payments(self) -> PaymentRepository:
-        session = self.session
-        if self._payments is None:
-            self._payments = PaymentRepository(session)
-        return self._payments
-
-    @property
-    def novel_states(self) -> NovelStateRepository:
-        session = self.session
-        if self._novel_states is None:
-            self._novel_states = NovelStateRepository(session)
-        return self._novel_states
-
-    @property
-    def novel_messages(self) -> NovelMessageRepository:
-        session = self.session
-        if self._novel_messages is None:
-            self._novel_messages = NovelMessageRepository(session)
-        return self._novel_messages
+        # Built repositories by attribute name (values are of that attribute's type).
+        self._repositories: dict[str, Any] = {}

@@ -1,4 +1,8 @@
-"""Read views for the HTTP API: user_profile, user_payments and stats match the database."""
+"""Read views for the HTTP API: user_profile, user_payments and stats match the database.
+
+They take any AsyncSession: the tests read through the read path's snapshot, as the API
+does, and once through a unit of work's session.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from app.services import (
 )
 from app.story import Story
 from app.unit_of_work import AppUnitOfWork
-from db_manager import UnitOfWorkFactory
+from db_manager import Database, UnitOfWorkFactory
 
 MakeUser = Callable[[int], Awaitable[User]]
 
@@ -48,15 +52,15 @@ async def _pay(
         await record_successful_payment(uow, user, amount, "XTR", PREMIUM_PAYLOAD, charge, None)
 
 
-async def test_stats_of_an_empty_database_are_zero(
-    uow_factory: UnitOfWorkFactory[AppUnitOfWork],
-) -> None:
-    async with uow_factory() as uow:
-        assert await stats(uow) == Stats(users=0, referrals=0, payments=0, payments_sum=0)
+async def test_stats_of_an_empty_database_are_zero(app_db: Database[AppUnitOfWork]) -> None:
+    async with app_db.reader.snapshot() as session:
+        assert await stats(session) == Stats(users=0, referrals=0, payments=0, payments_sum=0)
 
 
 async def test_stats_count_users_referrals_and_payments(
-    uow_factory: UnitOfWorkFactory[AppUnitOfWork], make_user: MakeUser
+    app_db: Database[AppUnitOfWork],
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork],
+    make_user: MakeUser,
 ) -> None:
     alice = await make_user(1)
     bob = await make_user(2)
@@ -68,24 +72,30 @@ async def test_stats_count_users_referrals_and_payments(
     await _pay(uow_factory, bob, "c2", 70)
     await _pay(uow_factory, bob, "c2", 70)  # redelivered: not counted twice
 
-    async with uow_factory() as uow:
-        numbers = await stats(uow)
-        users = await uow.session.scalar(select(func.count()).select_from(User))
+    async with app_db.reader.snapshot() as session:
+        numbers = await stats(session)
+        users = await session.scalar(select(func.count()).select_from(User))
     assert numbers == Stats(users=4, referrals=2, payments=2, payments_sum=PREMIUM_PRICE_XTR + 70)
     assert numbers.users == users
+    async with uow_factory() as uow:  # a unit of work's session serves them as well
+        assert await stats(uow.session) == numbers
 
 
 async def test_user_profile_shows_referrer_referrals_scene_and_premium(
-    uow_factory: UnitOfWorkFactory[AppUnitOfWork], make_user: MakeUser, story: Story
+    app_db: Database[AppUnitOfWork],
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork],
+    make_user: MakeUser,
+    story: Story,
 ) -> None:
     alice = await make_user(1)
     bob = await make_user(2)
     await _refer(uow_factory, alice, 2)
     await _pay(uow_factory, bob, "c1", PREMIUM_PRICE_XTR)
 
+    async with app_db.reader.snapshot() as session:
+        a = await user_profile(session, 1)
+        b = await user_profile(session, 2)
     async with uow_factory() as uow:
-        a = await user_profile(uow, 1)
-        b = await user_profile(uow, 2)
         alice_code = (await uow.referrals.get_by_owner(alice.id) or ReferralLink()).code
     assert a is not None and b is not None
     assert (a.telegram_id, a.username, a.referrer_telegram_id, a.referral_count) == (
@@ -100,19 +110,21 @@ async def test_user_profile_shows_referrer_referrals_scene_and_premium(
 
 
 async def test_read_views_of_an_unknown_user_are_none_and_write_nothing(
-    uow_factory: UnitOfWorkFactory[AppUnitOfWork],
+    app_db: Database[AppUnitOfWork], uow_factory: UnitOfWorkFactory[AppUnitOfWork]
 ) -> None:
-    async with uow_factory() as uow:
-        assert await user_profile(uow, 404) is None
-        assert await user_payments(uow, 404) is None
-        assert not uow.session.new and not uow.session.dirty
+    async with app_db.reader.snapshot() as session:
+        assert await user_profile(session, 404) is None
+        assert await user_payments(session, 404) is None
+        assert not session.new and not session.dirty
     async with uow_factory() as uow:
         assert await uow.users.count() == 0
         assert await uow.session.scalar(select(func.count()).select_from(NovelMessage)) == 0
 
 
 async def test_user_payments_lists_the_users_payments_oldest_first(
-    uow_factory: UnitOfWorkFactory[AppUnitOfWork], make_user: MakeUser
+    app_db: Database[AppUnitOfWork],
+    uow_factory: UnitOfWorkFactory[AppUnitOfWork],
+    make_user: MakeUser,
 ) -> None:
     alice = await make_user(1)
     bob = await make_user(2)
@@ -120,9 +132,9 @@ async def test_user_payments_lists_the_users_payments_oldest_first(
     await _pay(uow_factory, bob, "b1", 10)
     await _pay(uow_factory, alice, "a2", 20)
 
-    async with uow_factory() as uow:
-        listed = await user_payments(uow, 1)
-        none_yet = await user_payments(uow, 2)
+    async with app_db.reader.snapshot() as session:
+        listed = await user_payments(session, 1)
+        none_yet = await user_payments(session, 2)
     assert listed is not None
     assert [(p.telegram_payment_charge_id, p.amount, p.currency) for p in listed] == [
         ("a1", 50, "XTR"),
