@@ -33,7 +33,9 @@ Contract:
   state and data adds two statements and no transaction. A savepoint rolled back does not
   undo FSM changes made inside it (they are written at the outer commit).
 
-Importing this module adds ``db_manager__telegram_fsm`` to ``db_manager.Base.metadata``.
+Importing this module adds ``db_manager__telegram_fsm`` to ``db_manager.Base.metadata``. A key's
+row stays once created (on PostgreSQL the first access creates it: it is what the lock is
+taken on); a cleared key keeps a row with no state and empty data.
 ``thread_id=None`` is stored as 0 and ``business_connection_id=None`` as ``''`` (primary key
 columns cannot be NULL), the same keys aiogram's ``DefaultKeyBuilder`` merges.
 """
@@ -55,7 +57,6 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    delete,
     event,
     select,
 )
@@ -107,7 +108,6 @@ _PG_LOCK = _pg_lock.on_conflict_do_update(
 ).returning(_TABLE.c.state, _TABLE.c.data)
 # SQLite: BEGIN IMMEDIATE already holds the writer lock; a read is enough.
 _SQLITE_READ = select(_TABLE.c.state, _TABLE.c.data).where(*_WHERE)
-_DELETE = delete(_TABLE).where(*_WHERE)
 
 
 def _upsert(insert: Any) -> Executable:
@@ -154,17 +154,11 @@ def _params(key: StorageKey) -> dict[str, Any]:
 
 def _write(session: Session, params: dict[str, Any], entry: _Entry) -> None:
     entry.dirty = False
-    if entry.state is None and not entry.data:
-        session.execute(_DELETE, params)  # cleared: no row, as after clear() in aiogram's storages
-        return
     dialect = session.get_bind().dialect.name
-    values = {
-        **params,
-        "state": entry.state,
-        "data": entry.data,
-        "updated_at": dt.datetime.now(dt.UTC),
-    }
-    session.execute(_WRITE[dialect], values)
+    now = dt.datetime.now(dt.UTC)
+    session.execute(
+        _WRITE[dialect], {**params, "state": entry.state, "data": entry.data, "updated_at": now}
+    )
 
 
 @event.listens_for(UnitOfWorkSession, "before_commit")
