@@ -58,15 +58,17 @@ class FsmRig:
 async def fsm_rig(
     settings: DatabaseSettings, dispatcher: Dispatcher | None = None
 ) -> AsyncIterator[FsmRig]:
-    """``dispatcher`` must have been built with ``storage=SqlAlchemyStorage()``."""
+    """The database started with every table, ``dispatcher`` set up on it, a recording bot."""
     database = Database(settings)
     await database.start()
     await database.create_all()
     if dispatcher is None:
         dispatcher = Dispatcher(storage=SqlAlchemyStorage())
     setup_dispatcher(dispatcher, database.uow_factory)
+    # The dispatcher's own storage when it is ours; a reader of the same table otherwise.
     storage = dispatcher.storage
-    assert isinstance(storage, SqlAlchemyStorage)
+    if not isinstance(storage, SqlAlchemyStorage):
+        storage = SqlAlchemyStorage(database.uow_factory)
     bot = Bot(f"{BOT_ID}:TEST", session=RecordingSession())
     try:
         yield FsmRig(database, dispatcher, bot, storage)
