@@ -120,7 +120,7 @@ class DatabaseSettings(SectionSettings):
     """The ``[database]`` section. Either the parts (``driver``, ``host``, ...) or one ``url``."""
 
     section: ClassVar[str] = "database"
-    secret_keys: ClassVar[frozenset[str]] = frozenset({"password", "url"})
+    secret_keys: ClassVar[frozenset[str]] = frozenset({"password", "url", "replicas"})
 
     driver: Literal["sqlite+aiosqlite", "postgresql+asyncpg"] = "sqlite+aiosqlite"
     user: str | None = None
@@ -156,6 +156,14 @@ class DatabaseSettings(SectionSettings):
     sqlite_busy_timeout: float = Field(default=5.0, ge=0)
     application_name: str = "db_manager"
     pgbouncer: bool = False
+    # Streaming replicas for the read path (db_manager.replicas): full URLs, or "host:port"
+    # with the primary's user, password and database. Secrets: a URL may hold a password.
+    replicas: list[SecretStr] = Field(default_factory=list)
+    replica_pool_size: int = Field(default=2, ge=1)
+    replica_max_overflow: int = Field(default=3, ge=0)
+    # Seconds behind the primary (measured from WAL positions) beyond which a replica is skipped.
+    replica_max_lag: float = Field(default=5.0, gt=0)
+    replica_refresh_interval: float = Field(default=0.5, gt=0)
 
     @field_validator("url")
     @classmethod

@@ -29,6 +29,7 @@ from db_manager.errors import (
     is_connection_error,
 )
 from db_manager.reader import Reader
+from db_manager.replicas import ReplicaSet
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory, make_session_factory
 
 __all__ = ["Database", "DatabaseInterface"]
@@ -92,6 +93,7 @@ class Database(DatabaseInterface, Generic[U]):
         self._session_factory: async_sessionmaker[AsyncSession] | None = None
         self._uow_factory: UnitOfWorkFactory[U] | None = None
         self._reader: Reader | None = None
+        self._replicas: ReplicaSet | None = None
 
     def __repr__(self) -> str:
         state = "started" if self._uow_factory is not None else "stopped"
@@ -117,6 +119,7 @@ class Database(DatabaseInterface, Generic[U]):
             max_connections=budget.total,
             main_pool=budget.main,
             read_pool=budget.read,
+            replica_pools=budget.replicas,
         )
         if wait:
             try:
@@ -124,10 +127,14 @@ class Database(DatabaseInterface, Generic[U]):
             except BaseException:
                 await self.dispose()
                 raise
+        await self._start_replicas()
 
     async def dispose(self) -> None:
         """Close every pooled connection. The Database can be started again afterwards."""
         engine, self._uow_factory, self._session_factory = self._engine, None, None
+        replicas, self._replicas = self._replicas, None
+        if replicas is not None:
+            await replicas.stop()
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.dispose()
@@ -135,6 +142,22 @@ class Database(DatabaseInterface, Generic[U]):
             self._engine = None
             await engine.dispose()
             log.info("database disposed", url=self.settings.redacted_url)
+
+    async def _start_replicas(self) -> None:
+        # Nothing is built or run without replicas in the settings (db_manager.replicas).
+        try:
+            replicas = ReplicaSet.from_settings(self.settings)
+        except BaseException:
+            await self.dispose()
+            raise
+        if replicas is not None:
+            self._replicas, self._reader = replicas, None
+            await replicas.start(self.reader.engine)
+
+    @property
+    def replicas(self) -> ReplicaSet | None:
+        """The replicas of the read path and their state; None when none are configured."""
+        return self._replicas
 
     async def _wait_until_reachable(self) -> None:
         deadline = time.monotonic() + self.settings.connect_timeout
@@ -185,7 +208,9 @@ class Database(DatabaseInterface, Generic[U]):
         first use with the same settings, disposed with the Database."""
         reader = self._reader
         if reader is None:
-            reader = self._reader = Reader.from_settings(self.settings, main_engine=self.engine)
+            reader = self._reader = Reader.from_settings(
+                self.settings, main_engine=self.engine, replicas=self._replicas
+            )
         return reader
 
     # -- DatabaseInterface ------------------------------------------------------------------

@@ -21,7 +21,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
+from pydantic import SecretStr
+from sqlalchemy import URL, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
@@ -35,6 +36,7 @@ __all__ = [
     "asyncpg_connect_args",
     "create_engine",
     "create_read_engine",
+    "create_replica_engine",
     "is_memory",
 ]
 
@@ -126,19 +128,22 @@ def is_memory(settings: DatabaseSettings) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionBudget:
-    """The most connections one process can open: main pool plus read pool.
+    """The most connections one process can open: main pool, read pool, replica pools.
 
-    Per process ``(pool_size + max_overflow) + (read_pool_size + read_max_overflow)``; an
+    Per process ``(pool_size + max_overflow) + (read_pool_size + read_max_overflow)`` on the
+    primary, plus ``replica_pool_size + replica_max_overflow`` on each replica; an
     in-memory SQLite database has exactly one. Multiply by workers per host and by replicas
     to size the server's ``max_connections`` (the README's formula).
     """
 
     main: int
     read: int
+    # Per replica (replica_pool_size + replica_max_overflow), summed over the replicas.
+    replicas: int = 0
 
     @property
     def total(self) -> int:
-        return self.main + self.read
+        return self.main + self.read + self.replicas
 
     @classmethod
     def of(cls, settings: DatabaseSettings) -> ConnectionBudget:
@@ -147,6 +152,8 @@ class ConnectionBudget:
         return cls(
             main=settings.pool_size + settings.max_overflow,
             read=settings.read_pool_size + settings.read_max_overflow,
+            replicas=len(settings.replicas)
+            * (settings.replica_pool_size + settings.replica_max_overflow),
         )
 
 
@@ -246,3 +253,19 @@ def _make_sqlite_read_only(engine: AsyncEngine, settings: DatabaseSettings) -> N
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         finally:
             cursor.close()
+
+
+def create_replica_engine(
+    settings: DatabaseSettings, url: URL, **engine_kwargs: Any
+) -> AsyncEngine:
+    """A read engine on the streaming replica at ``url``: what :func:`create_read_engine`
+    builds (autocommit, read-only sessions, no pre-ping), sized by ``replica_pool_size`` /
+    ``replica_max_overflow``; every other setting (timeouts, PgBouncer) is the primary's."""
+    replica = settings.model_copy(
+        update={
+            "url": SecretStr(url.render_as_string(hide_password=False)),
+            "read_pool_size": settings.replica_pool_size,
+            "read_max_overflow": settings.replica_max_overflow,
+        }
+    )
+    return create_read_engine(replica, **engine_kwargs)

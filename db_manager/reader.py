@@ -50,12 +50,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import Select, bindparam, inspect, select
-from sqlalchemy.engine import Connection, Result
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Executable
@@ -74,6 +75,9 @@ from db_manager.errors import (
     summarize,
 )
 
+if TYPE_CHECKING:
+    from db_manager.replicas import ReplicaSet
+
 __all__ = ["Params", "Reader"]
 
 Params = Mapping[str, Any]
@@ -91,22 +95,43 @@ class Reader:
     ``Database.reader`` returns and ``Depends(get_reader)`` hands out).
     """
 
-    __slots__ = ("_engine", "_get_statements", "_owns_engine", "_sqlite", "_sync_engine")
+    __slots__ = (
+        "_engine",
+        "_get_statements",
+        "_min_position",
+        "_owns_engine",
+        "_replicas",
+        "_sqlite",
+        "_sync_engine",
+    )
 
-    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        owns_engine: bool = False,
+        replicas: ReplicaSet | None = None,
+    ) -> None:
         """Read through ``engine``, normally one from :func:`create_read_engine`.
 
-        With ``owns_engine``, :meth:`dispose` disposes it.
+        With ``owns_engine``, :meth:`dispose` disposes it. With ``replicas``, reads go to a
+        usable replica first (:mod:`db_manager.replicas`); ``engine`` serves when none is.
         """
         self._engine = engine
         self._sync_engine = engine.sync_engine
         self._owns_engine = owns_engine
         self._sqlite = engine.dialect.name == "sqlite"
         self._get_statements: dict[type[Any], tuple[Select[Any], tuple[str, ...]]] = {}
+        self._replicas = replicas
+        self._min_position = 0
 
     @classmethod
     def from_settings(
-        cls, settings: DatabaseSettings, *, main_engine: AsyncEngine | None = None
+        cls,
+        settings: DatabaseSettings,
+        *,
+        main_engine: AsyncEngine | None = None,
+        replicas: ReplicaSet | None = None,
     ) -> Reader:
         """A reader with a read engine of its own; an in-memory SQLite database, which has
         only one connection, is read through ``main_engine`` instead."""
@@ -115,14 +140,32 @@ class Reader:
                 raise ValueError("an in-memory SQLite database is read through its main engine")
             # Same pool and connection; a deferred BEGIN, so reads never take the write lock.
             return cls(main_engine.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"}))
-        return cls(create_read_engine(settings), owns_engine=True)
+        return cls(create_read_engine(settings), owns_engine=True, replicas=replicas)
 
     def __repr__(self) -> str:
         return f"<Reader {self._engine.url.render_as_string(hide_password=True)}>"
 
     @property
     def engine(self) -> AsyncEngine:
+        """The primary's read engine (replicas have their own, in :attr:`replicas`)."""
         return self._engine
+
+    @property
+    def replicas(self) -> ReplicaSet | None:
+        return self._replicas
+
+    def at(self, position: int | None) -> Reader:
+        """This reader, for reads that must see every commit up to ``position`` (a commit
+        position, see :meth:`ReplicaSet.track`): served by a replica known to have replayed
+        it, else by the primary. None (or no replicas): this reader itself."""
+        if not position or self._replicas is None:
+            return self
+        view = Reader.__new__(Reader)
+        view._engine, view._sync_engine = self._engine, self._sync_engine
+        view._owns_engine, view._sqlite = False, self._sqlite
+        view._get_statements, view._replicas = self._get_statements, self._replicas
+        view._min_position = position
+        return view
 
     async def dispose(self) -> None:
         """Close the read engine's pooled connections (if this reader owns the engine)."""
@@ -225,7 +268,7 @@ class Reader:
         when the block is cancelled.
         """
         try:
-            conn = await self._engine.connect()
+            conn = await self._connect_for_snapshot()
         except Exception as exc:
             error = _translate(exc)
             if error is None:
@@ -251,6 +294,18 @@ class Reader:
             raise error from exc
         finally:
             await run_to_completion(conn.close())
+
+    async def _connect_for_snapshot(self) -> AsyncConnection:
+        replicas = self._replicas
+        if replicas is not None and replicas.usable:
+            for replica in replicas.candidates(self._min_position):
+                try:
+                    return await replica.engine.connect()
+                except Exception as exc:
+                    if not is_connection_error(exc):
+                        raise
+                    replicas.mark_failed(replica, exc)
+        return await self._engine.connect()
 
     # -- internals -------------------------------------------------------------------------
 
@@ -290,7 +345,27 @@ class Reader:
         finish: Callable[[Result[Any]], _T],
     ) -> _T:
         # Runs in the greenlet: checkout, execute, fetch and checkin, nothing held after.
-        conn = self._sync_engine.connect()
+        replicas = self._replicas
+        if replicas is not None and replicas.usable:
+            for replica in replicas.candidates(self._min_position):
+                try:
+                    return self._read_on(replica.sync_engine, how, statement, params, finish)
+                except Exception as exc:
+                    if not is_connection_error(exc):
+                        raise
+                    if not isinstance(exc, sa_exc.TimeoutError):  # a busy pool is not down
+                        replicas.mark_failed(replica, exc)
+        return self._read_on(self._sync_engine, how, statement, params, finish)
+
+    def _read_on(
+        self,
+        sync_engine: Engine,
+        how: Callable[[Connection, Executable, Params | None, Callable[[Result[Any]], _T]], _T],
+        statement: Executable,
+        params: Params | None,
+        finish: Callable[[Result[Any]], _T],
+    ) -> _T:
+        conn = sync_engine.connect()
         try:
             return how(conn, statement, params, finish)
         except DBAPIError as exc:
@@ -300,7 +375,7 @@ class Reader:
             conn.close()
         # The pooled connection was dead (server restarted, backend killed); SQLAlchemy has
         # invalidated the pool. Reading again on a fresh connection is safe.
-        with self._sync_engine.connect() as conn:
+        with sync_engine.connect() as conn:
             return how(conn, statement, params, finish)
 
 
