@@ -1,0 +1,31 @@
+"""``python -m bench.fsm`` works: every storage variant processes updates and the report
+prints its verdict. No timing assertion (the figures are the benchmark's, not a test's)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # bench/ is not an installed package
+
+from bench.common import Target, bench_database  # noqa: E402
+from bench.fsm import SCENARIOS, VARIANTS, measure, report  # noqa: E402
+
+pytestmark = [pytest.mark.postgres]
+
+
+async def test_every_storage_variant_runs_and_the_report_has_a_verdict(
+    pg_available: None,
+) -> None:
+    async with bench_database(Target(pool_size=2)) as target:
+        results = await measure(target, seconds=0.2, rounds=1, concurrency=2, users=3)
+    for scenario in SCENARIOS:
+        for variant in VARIANTS:
+            assert results.median(scenario, variant) > 0, (scenario, variant)
+    text = report(results)
+    verdicts = [line for line in text.splitlines() if line.startswith(("PASS:", "FAIL:"))]
+    assert len(verdicts) == 1
+    assert "RedisStorage on the fsm+row handler" in verdicts[0]
