@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from aiogram import Dispatcher
 
-from app.bot import payments, referrals, start, story
+from app.bot import conversation, payments, referrals, start, story
 from app.story import Story
+from db_manager.telegram.fsm import SqlAlchemyStorage
 
 __all__ = ["build_dispatcher"]
 
 
 def build_dispatcher(story_data: Story) -> Dispatcher:
     """A fresh Dispatcher with the app's routers; ``story`` reaches handlers as data."""
-    dispatcher = Dispatcher(story=story_data)
+    # FSM state in the update's transaction; setup_dispatcher binds it to the uow_factory.
+    dispatcher = Dispatcher(story=story_data, storage=SqlAlchemyStorage())
     dispatcher.include_routers(
+        conversation.build_router(),  # first: its state filters see text before the story
         start.build_router(),
         story.build_router(),
         referrals.build_router(),

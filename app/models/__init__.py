@@ -1,6 +1,7 @@
 """The app's tables, all named ``app__<table>`` through :class:`AppModel`."""
 
 from app.models.base import AppModel, UTCDateTime, utcnow
+from app.models.feedback import Feedback
 from app.models.novel_message import MessageDirection, NovelMessage
 from app.models.novel_state import NovelState
 from app.models.payment import Payment, PaymentStatus
@@ -9,6 +10,7 @@ from app.models.user import User
 
 __all__ = [
     "AppModel",
+    "Feedback",
     "MessageDirection",
     "NovelMessage",
     "NovelState",
