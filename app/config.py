@@ -28,6 +28,8 @@ class AppSection(SectionSettings):
     max_body_size: int = Field(default=1 << 20, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+    # /docs, /redoc and /openapi.json; turn them off where the API is not public.
+    docs: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 

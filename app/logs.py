@@ -12,10 +12,18 @@ __all__ = ["configure_logging"]
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Route structlog and the standard library (uvicorn, aiogram, SQLAlchemy) to stderr."""
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+    # The console renderer prints a traceback itself; JSON needs the exception turned into
+    # data first (``exception``: type, message and frames), or only ``"exc_info": true`` is
+    # left. In the formatter's chain, so records of the standard library get it too.
+    # Without locals (structlog's dict_tracebacks shows them): a frame's locals can hold a
+    # token or a password.
+    tracebacks = structlog.processors.ExceptionRenderer(
+        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    )
+    rendering: list[structlog.typing.Processor] = (
+        [tracebacks, structlog.processors.JSONRenderer()]
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else [structlog.dev.ConsoleRenderer(colors=False)]
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -32,7 +40,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
             foreign_pre_chain=shared,
         )
     )

@@ -53,10 +53,14 @@ def create_app(
         async with database(app), telegram(app):
             yield
 
+    docs = settings.app.docs
     app = FastAPI(
         title="db_manager reference app",
         lifespan=lifespan,
         max_body_size=settings.app.max_body_size,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     install_error_handlers(app)
     app.add_middleware(OneLineStartupErrors)

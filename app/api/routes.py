@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, status
 
 from app.api.auth import require_api_token
+from app.api.responses import STATS_RESPONSES, USER_RESPONSES
 from app.services import PaymentInfo, Stats, UserProfile, stats, user_payments, user_profile
 from db_manager.fastapi import ReaderDep
 
@@ -51,7 +52,14 @@ async def get_stats(reader: ReaderDep) -> Stats:
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(require_api_token)])
-    router.add_api_route("/users/{telegram_id}", get_user, methods=["GET"])
-    router.add_api_route("/users/{telegram_id}/payments", get_user_payments, methods=["GET"])
-    router.add_api_route("/stats", get_stats, methods=["GET"])
+    router.add_api_route(
+        "/users/{telegram_id}", get_user, methods=["GET"], responses=USER_RESPONSES
+    )
+    router.add_api_route(
+        "/users/{telegram_id}/payments",
+        get_user_payments,
+        methods=["GET"],
+        responses=USER_RESPONSES,
+    )
+    router.add_api_route("/stats", get_stats, methods=["GET"], responses=STATS_RESPONSES)
     return router

@@ -14,6 +14,7 @@ from app.services import (
     PREMIUM_PRICE_XTR,
     PREMIUM_TITLE,
     record_successful_payment,
+    unlocks_premium,
     validate_pre_checkout,
 )
 from app.unit_of_work import AppUnitOfWork
@@ -66,7 +67,9 @@ async def successful_payment(message: Message, uow: AppUnitOfWork) -> SendMessag
     )
     if not created:
         return None
-    return message.answer("Thank you! The premium branch of the story is unlocked.")
+    if unlocks_premium(payment.invoice_payload):
+        return message.answer("Thank you! The premium branch of the story is unlocked.")
+    return message.answer("Thank you! Your payment was received.")
 
 
 def build_router() -> Router:

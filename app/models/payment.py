@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import AppModel, created_at_column
@@ -25,7 +25,8 @@ class Payment(AppModel):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("app__users.id", ondelete="CASCADE"), index=True
     )
-    amount: Mapped[int]
+    # 64-bit on every backend (INTEGER is 32-bit on PostgreSQL); the app accepts 1..2**63-1.
+    amount: Mapped[int] = mapped_column(BigInteger)
     # Telegram Stars; other ISO 4217 codes fit as well.
     currency: Mapped[str] = mapped_column(String(8), default="XTR", server_default="XTR")
     invoice_payload: Mapped[str] = mapped_column(String(128))

@@ -11,6 +11,14 @@ from app.models import Payment, PaymentStatus
 
 __all__ = ["PaymentRepository"]
 
+_HALF_BITS = 32
+_HALF = 2**_HALF_BITS
+_TOTALS = select(
+    func.count(),
+    func.coalesce(func.sum(Payment.amount // _HALF), 0),
+    func.coalesce(func.sum(Payment.amount % _HALF), 0),
+).where(Payment.status == PaymentStatus.PAID.value)
+
 
 class PaymentRepository:
     __slots__ = ("session",)
@@ -40,9 +48,13 @@ class PaymentRepository:
         return (await self.session.scalars(stmt)).all()
 
     async def totals(self) -> tuple[int, int]:
-        """``(count, sum of amounts)`` of the paid payments (all currencies; the app sells XTR)."""
-        stmt = select(func.count(), func.coalesce(func.sum(Payment.amount), 0)).where(
-            Payment.status == PaymentStatus.PAID.value
-        )
-        count, total = (await self.session.execute(stmt)).one()
-        return int(count), int(total)
+        """``(count, sum of amounts)`` of the paid payments (all currencies; the app sells XTR).
+
+        Exact for any amounts the app accepts (``1..2**63-1``): SQLite's ``sum()`` of
+        integers fails with "integer overflow" past 2**63 - 1, so the amounts are summed in
+        two halves, ``amount / 2**32`` and ``amount % 2**32``. Each half sum fits a 64-bit
+        integer for up to 2**31 rows, and Python adds them up without bound. One statement,
+        the same on both backends.
+        """
+        count, high, low = (await self.session.execute(_TOTALS)).one()
+        return int(count), (int(high) << _HALF_BITS) + int(low)

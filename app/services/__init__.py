@@ -2,7 +2,13 @@
 :class:`~app.unit_of_work.AppUnitOfWork` and never commit (the caller's unit of work does);
 the read views (:mod:`app.services.stats`) take any ``AsyncSession``, e.g. a read snapshot's."""
 
-from app.services.errors import ChoiceNotAvailable, PremiumRequired, ServiceError, UserNotFound
+from app.services.errors import (
+    ChoiceNotAvailable,
+    InvalidInput,
+    PremiumRequired,
+    ServiceError,
+    UserNotFound,
+)
 from app.services.novel import (
     advance_story,
     ensure_novel_state,
@@ -17,6 +23,7 @@ from app.services.payments import (
     PREMIUM_PRICE_XTR,
     PREMIUM_TITLE,
     record_successful_payment,
+    unlocks_premium,
     validate_pre_checkout,
 )
 from app.services.referrals import (
@@ -36,6 +43,7 @@ __all__ = [
     "PREMIUM_PRICE_XTR",
     "PREMIUM_TITLE",
     "ChoiceNotAvailable",
+    "InvalidInput",
     "PaymentInfo",
     "PremiumRequired",
     "ReferralResult",
@@ -55,6 +63,7 @@ __all__ = [
     "register_user",
     "show_scene",
     "stats",
+    "unlocks_premium",
     "user_payments",
     "user_profile",
     "validate_pre_checkout",

@@ -5,14 +5,21 @@
     ServiceError            root; the message is a sentence fit to show the user
     ├── UserNotFound        no user with that Telegram id (send /start first)
     ├── ChoiceNotAvailable  a choice that is unknown or not offered by the current scene
-    └── PremiumRequired     the choice leads into a premium scene and premium is not bought
+    ├── PremiumRequired     the choice leads into a premium scene and premium is not bought
+    └── InvalidInput        a value the database cannot hold (out-of-range id, NUL, ...)
 
 Nothing is changed in the database when one of them is raised.
 """
 
 from __future__ import annotations
 
-__all__ = ["ChoiceNotAvailable", "PremiumRequired", "ServiceError", "UserNotFound"]
+__all__ = [
+    "ChoiceNotAvailable",
+    "InvalidInput",
+    "PremiumRequired",
+    "ServiceError",
+    "UserNotFound",
+]
 
 
 class ServiceError(Exception):
@@ -42,3 +49,13 @@ class PremiumRequired(ServiceError):
     def __init__(self, scene: str) -> None:
         super().__init__("This part of the story is premium; send /buy to unlock it.")
         self.scene = scene
+
+
+class InvalidInput(ServiceError):
+    """A value the database cannot hold (an id beyond 64 bits, an over-long identifier, NUL,
+    a non-positive amount); refused before any statement."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"The {field} is not valid ({reason}).")
+        self.field = field
+        self.reason = reason

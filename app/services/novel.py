@@ -11,6 +11,7 @@ from functools import partial
 
 from app.models import MessageDirection, NovelMessage, NovelState, User
 from app.services.errors import ChoiceNotAvailable, PremiumRequired, ServiceError
+from app.services.limits import MESSAGE_TEXT_MAX_LENGTH, clean_text
 from app.services.savepoint import insert_once
 from app.story import Scene, Story
 from app.unit_of_work import AppUnitOfWork
@@ -81,7 +82,12 @@ async def advance_story(uow: AppUnitOfWork, user: User, choice_id: str, story: S
 def log_message(
     uow: AppUnitOfWork, user: User, scene: str, direction: MessageDirection, text: str
 ) -> NovelMessage:
-    """Log one story message; it is written with the next flush or the commit."""
+    """Log one story message; it is written with the next flush or the commit.
+
+    The text is stored without NUL and cut to :data:`MESSAGE_TEXT_MAX_LENGTH` characters
+    (the longest text a Telegram message can have).
+    """
+    text = clean_text(text, MESSAGE_TEXT_MAX_LENGTH)
     return uow.novel_messages.add(
         NovelMessage(user_id=user.id, scene=scene, direction=direction.value, text=text)
     )

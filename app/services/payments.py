@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 from app.models import Payment, PaymentStatus, User
+from app.services.limits import column_length, require_amount, require_currency, require_exact
 from app.services.novel import ensure_novel_state
 from app.services.savepoint import insert_once
 from app.unit_of_work import AppUnitOfWork
@@ -20,6 +21,7 @@ __all__ = [
     "PREMIUM_PRICE_XTR",
     "PREMIUM_TITLE",
     "record_successful_payment",
+    "unlocks_premium",
     "validate_pre_checkout",
 ]
 
@@ -28,6 +30,11 @@ PREMIUM_PRICE_XTR = 50
 PREMIUM_PAYLOAD = "premium_unlock"
 PREMIUM_TITLE = "Premium: the Drowned Archive"
 PREMIUM_DESCRIPTION = "Unlock the premium branch of the story, once and for good."
+
+
+def unlocks_premium(payload: str) -> bool:
+    """Whether a successful payment with this invoice payload unlocks premium."""
+    return payload == PREMIUM_PAYLOAD
 
 
 async def validate_pre_checkout(
@@ -63,9 +70,22 @@ async def record_successful_payment(
 
     The same ``telegram_charge_id`` twice (a redelivered update, or two workers at once)
     yields one row: the unique constraint decides, inside a SAVEPOINT, and the second call
-    returns the first call's row with ``created=False``. Premium is unlocked when the
-    payload is :data:`PREMIUM_PAYLOAD`.
+    returns the first call's row with ``created=False``. Premium is unlocked when
+    :func:`unlocks_premium` says so for the payload.
+
+    Raises :class:`~app.services.errors.InvalidInput` before any statement when a value
+    does not fit its column: the amount must be in ``1..2**63-1``, the currency three
+    capital letters, the payload and charge ids within their lengths and without NUL
+    (they are identifiers, so they are refused rather than cut).
     """
+    require_amount(amount)
+    require_currency(currency)
+    require_exact(payload, column_length(Payment.invoice_payload), "invoice payload")
+    charge_length = column_length(Payment.telegram_payment_charge_id)
+    require_exact(telegram_charge_id, charge_length, "telegram payment charge id")
+    if provider_charge_id is not None:
+        provider_length = column_length(Payment.provider_payment_charge_id)
+        require_exact(provider_charge_id, provider_length, "provider payment charge id")
     existing = await uow.payments.get_by_charge_id(telegram_charge_id)
     if existing is not None:
         return existing, False
@@ -83,7 +103,7 @@ async def record_successful_payment(
         if existing is None:  # pragma: no cover - the constraint that refused us was not ours
             raise RuntimeError(f"payment {telegram_charge_id!r} was refused by the database")
         return existing, False
-    if payload == PREMIUM_PAYLOAD:
+    if unlocks_premium(payload):
         state = await ensure_novel_state(uow, user)
         state.premium = True
         await uow.session.flush()

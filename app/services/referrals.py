@@ -9,6 +9,7 @@ cannot both pass the checks.
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 from functools import partial
 
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 _CODE_BYTES = 6  # 8 url-safe characters; 2**48 codes
+# What a code can be (a Telegram deep-link parameter); anything else is no code of ours and
+# never reaches a query (NUL or over-long text would be a database error there).
+_CODE_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{REFERRAL_CODE_MAX_LENGTH}}}")
 _CODE_ATTEMPTS = 5
 
 
@@ -69,7 +73,7 @@ async def referral_link_code(uow: AppUnitOfWork, user: User) -> str:
 async def attach_referrer(uow: AppUnitOfWork, user: User, code: str) -> ReferralResult:
     """Make the owner of ``code`` the referrer of ``user``, once; count the link's use."""
     code = code.strip()
-    if not code or len(code) > REFERRAL_CODE_MAX_LENGTH:
+    if _CODE_PATTERN.fullmatch(code) is None:
         return ReferralResult.UNKNOWN_CODE
     link = await uow.referrals.get_by_code(code)
     if link is None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from functools import partial
 
+from sqlalchemy.orm import InstrumentedAttribute
+
 from app.models import User
 from app.services.errors import ServiceError
+from app.services.limits import clean_text, column_length, require_telegram_user_id
 from app.services.novel import ensure_novel_state
 from app.services.referrals import ensure_referral_link
 from app.services.savepoint import insert_once
@@ -32,7 +35,15 @@ async def register_user(
     the state is placed at the start the first time a story service sees it).
     Two concurrent registrations of one id create one user: the loser of the race reads
     the winner's row.
+
+    The profile fields are stored without NUL and cut to their columns; an id outside
+    ``1..2**63-1`` raises :class:`~app.services.errors.InvalidInput` before any statement.
     """
+    require_telegram_user_id(telegram_id)
+    username = _fit(username, User.username)
+    first_name = _fit(first_name, User.first_name)
+    last_name = _fit(last_name, User.last_name)
+    language_code = _fit(language_code, User.language_code)
     user = await uow.users.get_by_telegram_id(telegram_id)
     created = False
     if user is None:
@@ -55,6 +66,10 @@ async def register_user(
     await ensure_referral_link(uow, user, new_user=created)
     await ensure_novel_state(uow, user, story, new_user=created)
     return user, created
+
+
+def _fit(value: str | None, column: InstrumentedAttribute[str | None]) -> str | None:
+    return None if value is None else clean_text(value, column_length(column))
 
 
 def _update_profile(
