@@ -11,12 +11,12 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from sqlalchemy import String, func, select
 from sqlalchemy.orm import Mapped, mapped_column
-from support.telegram import RecordingSession
-from support.updates import BOT_ID, message_update
 
 from db_manager import Base, Database, DatabaseSettings, UnitOfWork
 from db_manager.telegram import setup_dispatcher
 from db_manager.telegram.fsm import FsmRecord, SqlAlchemyStorage
+from tests.support.telegram import RecordingSession
+from tests.support.updates import BOT_ID, message_update
 
 __all__ = ["FsmNote", "FsmRig", "fsm_rig"]
 

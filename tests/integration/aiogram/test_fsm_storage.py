@@ -12,12 +12,13 @@ import pytest
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.fsm.storage.base import StorageKey
-from fsm_support import FsmRig, fsm_rig
 
 from db_manager import DatabaseSettings
 from db_manager.errors import DatabaseManagerError
 from db_manager.telegram import bind_unit_of_work
 from db_manager.telegram.fsm import SqlAlchemyStorage
+
+from .fsm_support import FsmRig, fsm_rig
 
 KEY = StorageKey(bot_id=42, chat_id=-1001, user_id=7)
 

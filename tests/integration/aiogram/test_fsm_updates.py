@@ -20,14 +20,15 @@ from aiogram.fsm.storage.base import StorageKey
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.fsm.strategy import FSMStrategy
 from aiogram.types import Message, Update
-from fsm_support import FsmNote, fsm_rig
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.updates import BOT_ID, GROUP_CHAT_ID, message, next_update_id
 
 from db_manager import DatabaseSettings, UnitOfWork
 from db_manager.telegram import setup_dispatcher
 from db_manager.telegram.fsm import SqlAlchemyStorage
+from tests.support.updates import BOT_ID, GROUP_CHAT_ID, message, next_update_id
+
+from .fsm_support import FsmNote, fsm_rig
 
 USER = 7001
 
