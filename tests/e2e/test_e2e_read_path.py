@@ -34,7 +34,9 @@ async def test_api_answers_while_every_main_pool_connection_is_held(
         update={"pool_size": 1, "max_overflow": 0, "pool_timeout": 1.0}
     )
     settings = app_settings(database)
-    app = create_app(settings, bot_session=RecordingSession(bot_username=BOT_USERNAME))
+    app = create_app(
+        settings, bot_session=RecordingSession(bot_username=BOT_USERNAME), configure_logs=False
+    )
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
     async with running(app) as client:
         hook = settings.bot.webhook_path
