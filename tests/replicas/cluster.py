@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from tests.faults.helpers import PG_USER, PostgresServer, pg_connect
+from tests.faults.helpers import PostgresServer
+from tests.support.postgres import PG_USER, pg_connect
 
 
 class Standby(PostgresServer):

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.helpers import PostgresServer, pg_connect
+from tests.faults.helpers import PostgresServer
+from tests.support.postgres import pg_connect
 
 from .cluster import Cluster
 

@@ -30,7 +30,8 @@ from db_manager.fastapi_replicas import (
 )
 from db_manager.reader import Reader
 from db_manager.replicas import ReplicaSet, parse_position
-from tests.faults.helpers import PG_USER, in_process
+from tests.faults.helpers import in_process
+from tests.support.postgres import PG_USER
 
 from .cluster import Cluster
 
@@ -115,7 +116,8 @@ async def test_reads_with_the_position_of_the_write_see_it(
             by_port[got.json()["port"]] += 1
             if attempt % 10 == 0:
                 # Once a replica is known to have replayed it, a replica serves the read.
-                await eventually(lambda: replicas_of(database).replayed(parse_position(position)))
+                wanted = parse_position(position)
+                await eventually(lambda: replicas_of(database).replayed(wanted))  # noqa: B023
                 again = await client.get(f"/rows/{posted.json()['id']}", headers=headers)
                 assert again.json()["found"]
                 assert again.json()["port"] in replica_ports
