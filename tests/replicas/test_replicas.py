@@ -35,7 +35,7 @@ from tests.support.postgres import PG_USER
 
 from .cluster import Cluster
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.postgres
 
 SERVER_PORT = text("SELECT inet_server_port()")
 INSERT_ROW = text("INSERT INTO rep_rows (value) VALUES (:value) RETURNING id")
