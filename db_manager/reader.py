@@ -37,6 +37,12 @@ Contract:
   its pooled connection had died (server restart, killed backend) is retried once on a fresh
   connection, which is safe because it only reads.
 
+* **Replicas, when configured** (``[database] replicas``, :mod:`db_manager.replicas`): plain
+  reads and snapshots go round robin to a usable streaming replica and fall back to this
+  engine (the primary's read engine); a connection failure on a replica is retried on the
+  next one. ``reader.at(position)`` reads at least a given commit. Routing reads only what a
+  background refresh learned: no round trip is added to a read.
+
 ORM entities come back detached: loaded columns are readable, lazy relationships are not
 (load them with ``selectinload``/``joinedload`` options, which run inside the same call).
 
