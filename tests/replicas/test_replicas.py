@@ -35,7 +35,8 @@ from tests.support.postgres import PG_USER
 
 from .cluster import Cluster
 
-pytestmark = pytest.mark.postgres
+# slow: the module starts a primary and two replicas (12-25 s on a shared host).
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SERVER_PORT = text("SELECT inet_server_port()")
 INSERT_ROW = text("INSERT INTO rep_rows (value) VALUES (:value) RETURNING id")
@@ -142,6 +143,8 @@ async def test_reads_with_the_position_of_the_write_see_it(
         f"127.0.0.1:{cluster.fast.port}",
         f"127.0.0.1:{cluster.slow.port}",
     }
+    assert {r["state"] for r in status["replicas"]} <= {"ok", "lagging"}
+    assert all(r["lag_seconds"] is not None and r["error"] is None for r in status["replicas"])
 
 
 async def test_a_malformed_position_is_a_400_and_no_replicas_means_no_header(
