@@ -44,6 +44,8 @@ class UnitOfWorkStorage(BaseStorage):
     """An FSM storage that runs on the current update's unit of work (see ``fsm.py``)."""
 
     uow_factory: UnitOfWorkFactory[Any] | None
+    # What nest_fsm moved to the inner chain, so that a second setup moves the same again.
+    nested_middlewares: list[Any] | None = None
 
 
 def nest_fsm(dispatcher: Dispatcher, uow_factory: UnitOfWorkFactory[Any]) -> None:
@@ -54,8 +56,9 @@ def nest_fsm(dispatcher: Dispatcher, uow_factory: UnitOfWorkFactory[Any]) -> Non
     the (inner) unit-of-work middleware and reads the state there: that read would open a
     transaction of its own. Moved to the inner chain, registered after ours, it reads the
     state in the update's transaction; routers, filters and handlers see the same ``state``
-    and ``raw_state`` as before. Call it after registering the unit-of-work middleware
-    (``setup_dispatcher`` does).
+    and ``raw_state`` as before. Outer ``update`` middlewares registered after it (they may
+    need ``state``: ``SceneRegistry(dispatcher)`` adds one) move with it, in order. Call it
+    after registering the unit-of-work middleware (``setup_dispatcher`` does).
     """
     fsm = dispatcher.fsm
     if not isinstance(fsm.storage, UnitOfWorkStorage):
@@ -63,9 +66,17 @@ def nest_fsm(dispatcher: Dispatcher, uow_factory: UnitOfWorkFactory[Any]) -> Non
     fsm.storage.uow_factory = uow_factory
     outer, inner = dispatcher.update.outer_middleware, dispatcher.update.middleware
     if fsm in outer:
-        outer.unregister(fsm)
-    elif fsm in inner:
-        inner.unregister(fsm)
+        # Moved once: from aiogram's FSM middleware to the end of the outer chain.
+        moved = list(outer)[list(outer).index(fsm) :]
+        for middleware in moved:
+            outer.unregister(middleware)
+        fsm.storage.nested_middlewares = moved
+    elif fsm in inner:  # set up again: re-register after the new unit-of-work middleware
+        moved = fsm.storage.nested_middlewares or [fsm]
+        for middleware in moved:
+            if middleware in inner:
+                inner.unregister(middleware)
     else:
         return  # Dispatcher(disable_fsm=True)
-    inner.register(fsm)
+    for middleware in moved:
+        inner.register(middleware)

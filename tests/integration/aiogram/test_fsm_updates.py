@@ -15,6 +15,7 @@ import pytest
 from aiogram import Dispatcher, F, Router
 from aiogram.filters import Command, StateFilter
 from aiogram.fsm.context import FSMContext
+from aiogram.fsm.scene import Scene, SceneRegistry, on
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.fsm.storage.base import StorageKey
 from aiogram.fsm.storage.memory import MemoryStorage
@@ -177,6 +178,56 @@ async def test_every_strategy_stores_under_its_key(
         )
         await rig.dispatcher.feed_update(rig.bot, update)
         assert await rig.storage.get_state(stored_as) == "Form:name"
+
+
+# -- scenes, and a task that outlives its update ---------------------------------------------
+
+
+class NameScene(Scene, state="naming"):
+    @on.message.enter()
+    async def asked(self, message: Message) -> None:
+        await message.answer("What is your character's name?")
+
+    @on.message(F.text)
+    async def named(self, message: Message, uow: UnitOfWork) -> None:
+        uow.session.add(FsmNote(text=f"named {message.text}"))
+        await self.wizard.exit()
+
+
+async def test_an_aiogram_scene_runs_on_the_storage(db_settings: DatabaseSettings) -> None:
+    dp = dispatcher()
+    scene_router = Router()
+    scene_router.message.register(NameScene.as_handler(), Command("name"))
+    dp.include_router(scene_router)
+    SceneRegistry(dp).add(NameScene)
+    async with fsm_rig(db_settings, dp) as rig:
+        await rig.feed("/name", user_id=USER)
+        assert await rig.storage.get_state(KEY) == "naming"
+        await rig.feed("Ada", user_id=USER)
+        assert await rig.notes() == ["named Ada"]
+        assert await rig.storage.get_state(KEY) is None
+
+
+async def test_a_task_that_outlives_its_update_uses_a_unit_of_work_of_its_own(
+    db_settings: DatabaseSettings,
+) -> None:
+    tasks: list[asyncio.Task[None]] = []
+    dp = dispatcher()
+    later = Router()
+
+    @later.message(Command("later"))
+    async def schedule(message: Message, state: FSMContext) -> None:
+        async def afterwards() -> None:
+            await asyncio.sleep(0.05)  # the update's unit of work is closed by now
+            await state.set_state("reminded")
+
+        tasks.append(asyncio.create_task(afterwards()))
+
+    dp.include_router(later)
+    async with fsm_rig(db_settings, dp) as rig:
+        await rig.feed("/later", user_id=USER)
+        await asyncio.gather(*tasks)
+        assert await rig.storage.get_state(KEY) == "reminded"
 
 
 # -- 5. statements and transactions -------------------------------------------------------------
