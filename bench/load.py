@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.common import Target
 from bench.endpoints import SERVES, Endpoint
+from tests.support.processes import child_env
 
 WRK_SCRIPT = Path(__file__).with_name("wrk.lua")
 SERVER_CPU = "0"
@@ -98,7 +99,7 @@ class Server:
                 [sys.executable, "-m", "bench.serve", variant, str(self.port), target.to_json()],
             ),
             cwd=root,
-            env={**os.environ, "PYTHONPATH": str(root)},
+            env=child_env(),
         )
         self._wait_until_listening()
 
@@ -188,6 +189,7 @@ def run_wrk_args(port: int, args: list[str], seconds: float, connections: int) -
         check=True,
         timeout=seconds + 60,
         cwd=Path(__file__).resolve().parent.parent,
+        env=child_env(),
     )
     line = next(ln for ln in completed.stdout.splitlines() if ln.startswith("{"))
     data: dict[str, float] = json.loads(line)

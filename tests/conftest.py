@@ -1,5 +1,7 @@
 """Shared fixtures: a PostgreSQL server (required in CI) and per-test databases.
 
+Plain helpers live in ``tests/support`` and are imported from there, never from this file.
+
 ``db_settings`` is parametrized over SQLite and PostgreSQL, so a test that takes it runs
 on both. Every PostgreSQL test gets a database of its own, dropped afterwards.
 """
@@ -17,14 +19,19 @@ import asyncpg
 import pytest
 
 from db_manager import DatabaseSettings
+from tests.support.ports import silent_listener
+from tests.support.postgres import (
+    PG_ADMIN_DB,
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    admin_execute,
+    pg_settings,
+    sqlite_settings,
+)
 
 # The project uses its own pytest plugin, as an app would (one line).
 pytest_plugins = ["db_manager.testing"]
-
-PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("TEST_PG_USER", "postgres")
-PG_ADMIN_DB = os.environ.get("TEST_PG_DATABASE", "test")
 
 
 def _pg_reachable() -> str | None:
@@ -60,15 +67,6 @@ def pg_available() -> None:
     pytest.skip(message)
 
 
-async def admin_execute(*statements: str) -> None:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def pg_database(pg_available: None) -> AsyncIterator[str]:
     """A fresh PostgreSQL database for one test; dropped (connections terminated) afterwards."""
@@ -78,26 +76,6 @@ async def pg_database(pg_available: None) -> AsyncIterator[str]:
         yield name
     finally:
         await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def pg_settings(database: str, **overrides: object) -> DatabaseSettings:
-    values: dict[str, object] = {
-        "driver": "postgresql+asyncpg",
-        "host": PG_HOST,
-        "port": PG_PORT,
-        "user": PG_USER,
-        "database": database,
-        "connect_timeout": 3.0,
-        "create_tables": True,
-    }
-    values.update(overrides)
-    return DatabaseSettings(**values)  # type: ignore[arg-type]
-
-
-def sqlite_settings(path: Path, **overrides: object) -> DatabaseSettings:
-    values: dict[str, object] = {"driver": "sqlite+aiosqlite", "database": str(path)}
-    values.update(overrides)
-    return DatabaseSettings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -125,6 +103,13 @@ async def _new_pg_database(request: pytest.FixtureRequest) -> str:
     name = f"dbm_test_{uuid.uuid4().hex[:12]}"
     await admin_execute(f'CREATE DATABASE "{name}"')
     return name
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers (see ``silent_listener``)."""
+    with silent_listener() as port:
+        yield port
 
 
 @pytest.fixture(autouse=True)

@@ -8,19 +8,14 @@ measurement, the round-trip counting and the report run end to end.
 from __future__ import annotations
 
 import datetime as dt
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # bench/ is not an installed package
-
-from bench.common import Target, bench_database  # noqa: E402
-from bench.cpu import CPU_VARIANTS, measure_cpu  # noqa: E402
-from bench.endpoints import SERVES  # noqa: E402
-from bench.report import BenchRun, markdown, targets  # noqa: E402
-from bench.roundtrips import count_round_trips  # noqa: E402
+from bench.common import Target, bench_database
+from bench.cpu import CPU_VARIANTS, measure_cpu
+from bench.endpoints import SERVES
+from bench.report import BenchRun, markdown, targets
+from bench.roundtrips import count_round_trips
 
 pytestmark = [
     pytest.mark.postgres,

@@ -23,9 +23,15 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.asgi import running
-from support.telegram import RecordingSession
-from support.updates import (
+
+from app.config import AppSection, Settings
+from app.main import create_app
+from app.story import Story, load_story
+from db_manager import DatabaseSettings, create_engine
+from db_manager.telegram import TelegramSettings
+from tests.support.asgi import running
+from tests.support.telegram import RecordingSession
+from tests.support.updates import (
     BOT_TOKEN,
     BOT_USERNAME,
     WEBHOOK_SECRET,
@@ -33,12 +39,6 @@ from support.updates import (
     secret_header,
     start_update,
 )
-
-from app.config import AppSection, Settings
-from app.main import create_app
-from app.story import Story, load_story
-from db_manager import DatabaseSettings, create_engine
-from db_manager.telegram import TelegramSettings
 
 API_TOKEN = "e2e-api-token-0123456789"
 WEBHOOK_PATH = "/webhook/telegram"

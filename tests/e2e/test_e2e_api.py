@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from db_manager import DatabaseSettings
+from tests.support.updates import start_update, successful_payment_update, text_update
+
+from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     API_TOKEN,
     LINK_PATTERN,
     USER_A,
@@ -11,9 +14,6 @@ from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     deployed,
     deployment_fixture,
 )
-from support.updates import start_update, successful_payment_update, text_update
-
-from db_manager import DatabaseSettings
 
 USER_C = 7_000_003
 API_PATHS = (

@@ -12,12 +12,8 @@ from typing import Any
 
 import pytest
 from aiogram import Bot
-from e2e_support import USER_A, WEBHOOK_PATH, choice_ids
 from pydantic import BaseModel
 from sqlalchemy import text
-from support.asgi import running
-from support.telegram import RecordingSession
-from support.updates import BOT_TOKEN, WEBHOOK_SECRET, secret_header, start_update
 
 from app.bot import build_dispatcher
 from app.config import AppSection, load_app_settings
@@ -25,6 +21,11 @@ from app.main import create_app
 from app.story import load_story
 from db_manager import DatabaseSettings, create_engine
 from db_manager.telegram import TelegramSettings, register_webhook
+from tests.support.asgi import running
+from tests.support.telegram import RecordingSession
+from tests.support.updates import BOT_TOKEN, WEBHOOK_SECRET, secret_header, start_update
+
+from .e2e_support import USER_A, WEBHOOK_PATH, choice_ids
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_API_TOKEN = "from-config-toml"

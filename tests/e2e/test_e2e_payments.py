@@ -5,7 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from app.story import Story
+from tests.support.updates import (
+    next_update_id,
+    pre_checkout_query_update,
+    start_update,
+    successful_payment_update,
+    text_update,
+)
+
+from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     USER_A,
     USER_B,
     Deployment,
@@ -16,15 +25,6 @@ from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     story_fixture,
     walk,
 )
-from support.updates import (
-    next_update_id,
-    pre_checkout_query_update,
-    start_update,
-    successful_payment_update,
-    text_update,
-)
-
-from app.story import Story
 
 PRICE_XTR = 50
 CHARGE_ID = "stxE2E-charge-0001"

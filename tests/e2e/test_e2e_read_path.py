@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 
-from e2e_support import API_TOKEN, USER_A, app_settings
 from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
-from support.asgi import running
-from support.telegram import RecordingSession
-from support.updates import BOT_USERNAME, secret_header, start_update
 
 from app.main import create_app
 from db_manager import DatabaseSettings
+from tests.support.asgi import running
+from tests.support.telegram import RecordingSession
+from tests.support.updates import BOT_USERNAME, secret_header, start_update
+
+from .e2e_support import API_TOKEN, USER_A, app_settings
 
 PATHS = ("/api/stats", f"/api/users/{USER_A}", f"/api/users/{USER_A}/payments")
 

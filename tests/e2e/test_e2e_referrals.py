@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from app.story import Story
+from tests.support.updates import start_update, text_update
+
+from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     LINK_PATTERN,
     USER_A,
     USER_B,
@@ -11,9 +14,6 @@ from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     deployment_fixture,
     story_fixture,
 )
-from support.updates import start_update, text_update
-
-from app.story import Story
 
 
 async def _referral_link(deployment: Deployment, telegram_id: int) -> tuple[str, str]:

@@ -8,11 +8,9 @@ A dry run of ``make`` checks that the Makefile still runs that command.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,24 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.ports import free_port
+from tests.support.processes import REPO_ROOT, child_env
+
 START_WITHIN = 30.0  # seconds until /health/ready answers 200 (imports are slow on a busy CI box)
 STOP_WITHIN = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    """The caller's environment without any of the app's settings."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not name.upper().startswith(("DATABASE__", "BOT__", "APP__")) and name != "CONFIG_FILE"
-    }
 
 
 def wait_for_200(
@@ -69,7 +54,7 @@ def test_python_m_app_run_with_no_config_serves_health_on_sqlite(tmp_path: Path)
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "run", "--port", str(port)],
             cwd=workdir,
-            env=clean_env(),
+            env=child_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -107,11 +92,11 @@ def test_python_m_app_run_with_no_config_serves_health_on_sqlite(tmp_path: Path)
 
 def make_dry_run(*args: str) -> list[str]:
     result = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-C", str(REPO), "run", *args],
+        ["make", "--no-print-directory", "-n", "-C", str(REPO_ROOT), "run", *args],
         capture_output=True,
         text=True,
         check=True,
-        env=clean_env(),
+        env=child_env(),
         timeout=30,
     )
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from app.story import Story
+from tests.support.updates import callback_query_update
+
+from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     USER_B,
     Deployment,
     choice_ids,
@@ -16,9 +19,6 @@ from e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
     story_fixture,
     walk,
 )
-from support.updates import callback_query_update
-
-from app.story import Story
 
 USER_C = 7_000_003
 

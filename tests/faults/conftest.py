@@ -14,16 +14,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from db_manager import DatabaseSettings
+from tests.support.postgres import pg_connect
 
 from .faultapp import prepare_database
-from .helpers import (
-    PgBouncer,
-    PostgresServer,
-    UvicornProcess,
-    faults_settings,
-    free_port,
-    pg_connect,
-)
+from .helpers import PgBouncer, PostgresServer, UvicornProcess, faults_settings
 
 
 def require(problem: str | None) -> None:
@@ -33,12 +27,6 @@ def require(problem: str | None) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{problem}; the fault suite is required in CI", pytrace=False)
     pytest.skip(problem)
-
-
-@pytest.fixture
-def free_tcp_port() -> int:
-    """A free loopback port."""
-    return free_port()
 
 
 @pytest.fixture

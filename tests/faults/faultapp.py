@@ -3,7 +3,7 @@
 Built the way an application builds it (``database_lifespan``, ``install_error_handlers``,
 ``health_router``, ``UowDep`` routes and, with ``telegram=True``, ``telegram_lifespan`` and
 ``telegram_webhook_router`` with a recording Bot API session). In-process tests call
-:func:`build_app`; subprocess tests run ``uvicorn faults.faultapp:create_app --factory``,
+:func:`build_app`; subprocess tests run ``uvicorn tests.faults.faultapp:create_app --factory``,
 configured by the JSON in ``$FAULTS_APP`` (``{"settings": {...}, "telegram": true, ...}``).
 
 Routes
@@ -57,6 +57,7 @@ from db_manager.fastapi import (
 from db_manager.telegram import TelegramSettings, telegram_lifespan
 from db_manager.telegram.store import TelegramUpdate
 from db_manager.telegram.webhook import telegram_webhook_router
+from tests.support.telegram import RecordingSession
 
 APP_ENV = "FAULTS_APP"
 WEBHOOK_PATH = "/webhook/telegram"
@@ -276,8 +277,6 @@ def build_app(
             if not telegram:
                 yield
                 return
-            from support.telegram import RecordingSession
-
             bot_lifespan = telegram_lifespan(
                 telegram_settings(), build_dispatcher(), session=RecordingSession()
             )

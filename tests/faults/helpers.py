@@ -4,8 +4,8 @@
   the ``postgres`` user when we are root), on a free loopback port; the shared server on 5432
   is never stopped.
 * :class:`PgBouncer` - a real PgBouncer (Debian package ``pgbouncer``) on a free loopback port.
-* :class:`UvicornProcess` - ``python -m uvicorn faults.faultapp:create_app --factory`` in a
-  subprocess (``--workers N``), configured through one environment variable.
+* :class:`UvicornProcess` - ``python -m uvicorn tests.faults.faultapp:create_app --factory`` in
+  a subprocess (``--workers N``), configured through one environment variable.
 * :class:`CommitCuttingProxy` - a TCP proxy that speaks just enough of the PostgreSQL wire
   protocol to see the client's ``COMMIT``: it delivers it to the server, waits for the server's
   reply, drops that reply and cuts the connection.
@@ -20,13 +20,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -36,44 +35,17 @@ import httpx
 from fastapi import FastAPI
 
 from db_manager import DatabaseSettings
+from tests.support.ports import free_port, port_open
+from tests.support.postgres import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER, pg_fetch
+from tests.support.processes import child_env
 
-PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("TEST_PG_USER", "postgres")
-PG_ADMIN_DB = os.environ.get("TEST_PG_DATABASE", "test")
 PG_BIN = Path(os.environ.get("TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PGBOUNCER = os.environ.get("TEST_PGBOUNCER", "pgbouncer")
 
-TESTS_DIR = Path(__file__).resolve().parent.parent
 APP_ENV = "FAULTS_APP"
 
 
 # -- small tools ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-        return True
-    return False
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05
-) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(interval)
 
 
 def faults_settings(
@@ -99,22 +71,6 @@ def settings_fields(settings: DatabaseSettings) -> dict[str, Any]:
     """The settings as plain JSON for a subprocess (the fault suite uses no passwords)."""
     assert settings.password is None and settings.url is None
     return settings.model_dump(mode="json", exclude={"password", "url"})
-
-
-async def pg_connect(
-    *, host: str = PG_HOST, port: int = PG_PORT, database: str = PG_ADMIN_DB
-) -> asyncpg.Connection:
-    return await asyncpg.connect(host=host, port=port, user=PG_USER, database=database, timeout=5)
-
-
-async def pg_fetch(
-    query: str, *args: Any, host: str = PG_HOST, port: int = PG_PORT, database: str = PG_ADMIN_DB
-) -> list[asyncpg.Record]:
-    conn = await pg_connect(host=host, port=port, database=database)
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
 
 
 async def app_backends(
@@ -366,7 +322,7 @@ class PgBouncer:
 
 
 class UvicornProcess:
-    """``uvicorn faults.faultapp:create_app --factory`` on a free port, ``workers`` processes."""
+    """``uvicorn tests.faults.faultapp:create_app --factory`` on a free port, ``workers`` processes."""
 
     def __init__(self, settings: DatabaseSettings, *, workers: int = 1, **options: Any) -> None:
         self.settings = settings
@@ -379,21 +335,15 @@ class UvicornProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 40) -> None:
-        env = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.upper().startswith(("DATABASE__", "BOT__", "APP__", "CONFIG_FILE"))
-        }
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(TESTS_DIR), *filter(None, [env.get("PYTHONPATH")])]
+        env = child_env(
+            PYTHONUNBUFFERED="1",
+            **{APP_ENV: json.dumps({"settings": settings_fields(self.settings), **self.options})},
         )
-        env["PYTHONUNBUFFERED"] = "1"
-        env[APP_ENV] = json.dumps({"settings": settings_fields(self.settings), **self.options})
         command = [
             sys.executable,
             "-m",
             "uvicorn",
-            "faults.faultapp:create_app",
+            "tests.faults.faultapp:create_app",
             "--factory",
             "--host",
             "127.0.0.1",

@@ -23,8 +23,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from tests.support.waiting import wait_for
+
 from .faultapp import Account, Ledger, scalar
-from .helpers import UvicornProcess, app_backends, faults_settings, idle_in_transaction, wait_until
+from .helpers import UvicornProcess, app_backends, faults_settings, idle_in_transaction
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -77,12 +79,12 @@ async def test_disconnecting_clients_leave_no_connection_behind(
         return server.pool()["checkedout"] == 0
 
     # Handlers of abandoned requests may still be finishing their pg_sleep (plain uvicorn).
-    assert await wait_until(pool_idle, 15), server.pool()
+    assert await wait_for(pool_idle, 15), server.pool()
 
     async def no_open_transactions() -> bool:
         return not await idle_in_transaction(faults_db)
 
-    assert await wait_until(no_open_transactions, 10), await idle_in_transaction(faults_db)
+    assert await wait_for(no_open_transactions, 10), await idle_in_transaction(faults_db)
     backends = await app_backends(settings.application_name)
     assert all(b["state"] in ("idle", None) for b in backends), backends
     assert len(backends) <= settings.pool_size + settings.max_overflow + 5
@@ -100,7 +102,7 @@ async def test_disconnecting_clients_leave_no_connection_behind(
                 "pg_sleep" in (b["query"] or "") and b["state"] == "active" for b in active
             )
 
-        assert await wait_until(sleep_stopped, 5), await app_backends(settings.application_name)
+        assert await wait_for(sleep_stopped, 5), await app_backends(settings.application_name)
 
     server.stop()
     output = server.output()

@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from tests.support.updates import encode, message_update
+
 from .faultapp import (
     WEBHOOK_PATH,
     WEBHOOK_SECRET,
@@ -107,8 +109,6 @@ async def test_concurrent_cut_commits_never_report_success(
 async def test_webhook_commit_cut_is_retried_and_applied_once(
     faults_db: str, proxy: CommitCuttingProxy
 ) -> None:
-    from support.updates import encode, message_update
-
     settings = faults_settings(faults_db, port=proxy.port, pool_size=3, max_overflow=2)
     direct = faults_settings(faults_db)
     app = build_app(settings, telegram=True)

@@ -17,8 +17,11 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from tests.support.updates import encode, message_update
+from tests.support.waiting import wait_for
+
 from .faultapp import WEBHOOK_PATH, WEBHOOK_SECRET, Applied, build_app, scalar
-from .helpers import checked_out, faults_settings, in_process, wait_until
+from .helpers import checked_out, faults_settings, in_process
 
 pytestmark = pytest.mark.postgres
 
@@ -30,8 +33,6 @@ UPDATE_ID = 660_001
 
 
 async def test_waiting_requests_get_503_after_pool_timeout(faults_db: str) -> None:
-    from support.updates import encode, message_update
-
     settings = faults_settings(faults_db, pool_size=2, max_overflow=0, pool_timeout=POOL_TIMEOUT)
     app = build_app(settings, ready_timeout=READY_TIMEOUT, telegram=True)
     body = encode(message_update("while the pool is exhausted", update_id=UPDATE_ID))
@@ -53,7 +54,7 @@ async def test_waiting_requests_get_503_after_pool_timeout(faults_db: str) -> No
             async def exhausted() -> bool:
                 return checked_out(app) == 2
 
-            assert await wait_until(exhausted, 5, interval=0.01)
+            assert await wait_for(exhausted, 5, interval=0.01)
             ready_task = asyncio.create_task(timed("/health/ready"))
             started = time.monotonic()
             update = await client.post(WEBHOOK_PATH, content=body, headers=headers)

@@ -32,6 +32,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from tests.support.updates import encode, message_update
+from tests.support.waiting import wait_for
+
 from .faultapp import WEBHOOK_PATH, WEBHOOK_SECRET, Applied, Item, rows, scalar
 from .helpers import (
     PostgresServer,
@@ -39,7 +42,6 @@ from .helpers import (
     app_backends,
     faults_settings,
     idle_in_transaction,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -68,8 +70,6 @@ async def test_requests_during_and_after_a_postgres_restart(
     own_postgres_db: str,
     uvicorn_app: Callable[..., UvicornProcess],
 ) -> None:
-    from support.updates import encode, message_update
-
     settings = faults_settings(
         own_postgres_db,
         port=own_postgres.port,
@@ -207,14 +207,14 @@ async def test_requests_during_and_after_a_postgres_restart(
     async def pool_idle() -> bool:
         return server.pool()["checkedout"] == 0
 
-    assert await wait_until(pool_idle, 10), server.pool()
+    assert await wait_for(pool_idle, 10), server.pool()
 
     async def no_open_transactions() -> bool:
         return not await idle_in_transaction(
             own_postgres_db, port=own_postgres.port, admin_db=own_postgres_db
         )
 
-    assert await wait_until(no_open_transactions, 10)
+    assert await wait_for(no_open_transactions, 10)
     backends = await app_backends(
         settings.application_name, port=own_postgres.port, admin_db=own_postgres_db
     )

@@ -35,8 +35,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from tests.support.waiting import wait_for
+
 from .faultapp import Account, Ledger, build_app, rows
-from .helpers import checked_out, faults_settings, idle_in_transaction, in_process, wait_until
+from .helpers import checked_out, faults_settings, idle_in_transaction, in_process
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -131,12 +133,12 @@ async def test_random_mix_leaves_exactly_what_the_2xx_answers_imply(faults_db: s
         async def pool_idle() -> bool:
             return checked_out(app) == 0
 
-        assert await wait_until(pool_idle, 10), checked_out(app)
+        assert await wait_for(pool_idle, 10), checked_out(app)
 
         async def no_open_transactions() -> bool:
             return not await idle_in_transaction(faults_db)
 
-        assert await wait_until(no_open_transactions, 10), await idle_in_transaction(faults_db)
+        assert await wait_for(no_open_transactions, 10), await idle_in_transaction(faults_db)
 
     outcomes = Counter((r.kind, r.outcome) for r in planned)
     unexpected = {k: n for k, n in outcomes.items() if k[1] not in EXPECTED[k[0]]}

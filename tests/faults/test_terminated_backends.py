@@ -12,8 +12,11 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
+from tests.support.postgres import pg_fetch
+from tests.support.waiting import wait_for
+
 from .faultapp import Item, build_app, scalar
-from .helpers import app_backends, checked_out, faults_settings, in_process, pg_fetch, wait_until
+from .helpers import app_backends, checked_out, faults_settings, in_process
 
 pytestmark = pytest.mark.postgres
 
@@ -53,7 +56,7 @@ async def test_requests_after_all_backends_were_terminated_succeed(faults_db: st
             async def gone() -> bool:
                 return not await app_backends(name)
 
-            assert await wait_until(gone, 10), await app_backends(name)
+            assert await wait_for(gone, 10), await app_backends(name)
 
             # The next request on its own, then a concurrent burst, then the health check.
             first = await client.post("/items/1/bump")

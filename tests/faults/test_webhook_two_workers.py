@@ -18,9 +18,11 @@ import pytest
 from sqlalchemy import func, select
 
 from db_manager.telegram.store import TelegramUpdate
+from tests.support.updates import encode, message_update
+from tests.support.waiting import wait_for
 
 from .faultapp import BOT_ID, WEBHOOK_PATH, WEBHOOK_SECRET, Applied, rows, scalar
-from .helpers import UvicornProcess, faults_settings, wait_until
+from .helpers import UvicornProcess, faults_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -31,8 +33,6 @@ COPIES = 50
 async def test_one_update_posted_50_times_to_two_workers_is_applied_once(
     faults_db: str, uvicorn_app: Callable[..., UvicornProcess]
 ) -> None:
-    from support.updates import encode, message_update
-
     settings = faults_settings(faults_db, pool_size=10, max_overflow=10, pool_timeout=10)
     server = uvicorn_app(settings, workers=2, telegram=True)
     assert len(server.worker_pids) == 2
@@ -83,7 +83,7 @@ async def test_one_update_posted_50_times_to_two_workers_is_applied_once(
                 idle.add(int(answer.headers["X-Worker-Pid"]))
         return idle == server.worker_pids
 
-    assert await wait_until(pools_idle, 10)
+    assert await wait_for(pools_idle, 10)
     server.stop()
     output = server.output()
     assert "Traceback" not in output and "non-checked-in" not in output, output[-3000:]

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import random
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-import asyncpg
 import pytest
-from conftest import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER, pg_settings
 from sqlalchemy import MetaData, event, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 from structlog.testing import capture_logs
 
 from db_manager import Base, DatabaseSettings, UnitOfWork, create_engine
+from tests.support.leaks import assert_no_leak_warnings
+from tests.support.postgres import pg_backends, pg_settings
+from tests.support.waiting import wait_for
 
 SEED = 20261125
 ROUNDS = 100
@@ -57,45 +56,11 @@ async def engine(pg_database: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-async def server_activity(database: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB)
-    try:
-        return list(
-            await conn.fetch(
-                "SELECT pid, state, query FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                database,
-            )
-        )
-    finally:
-        await conn.close()
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-
-
 async def pg_sleep_running(database: str) -> bool:
     return any(
         row["state"] == "active" and "pg_sleep" in row["query"]
-        for row in await server_activity(database)
+        for row in await pg_backends(database)
     )
-
-
-def assert_no_leak_warnings() -> None:
-    """Collect garbage and fail on any warning it raises (SQLAlchemy's pool finalizer warns
-    "The garbage collector is trying to clean up non-checked-in connection")."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gc.collect()
-        gc.collect()
-    assert [str(w.message) for w in caught] == []
 
 
 async def assert_pool_healthy(engine: AsyncEngine, database: str) -> None:
@@ -107,13 +72,13 @@ async def assert_pool_healthy(engine: AsyncEngine, database: str) -> None:
 
     # Nothing held a transaction open, and once the pool is disposed no backend of ours
     # is left: every connection the process opened was either pooled or closed.
-    assert not [row for row in await server_activity(database) if "transaction" in row["state"]]
+    assert not [row for row in await pg_backends(database) if "transaction" in row["state"]]
     await engine.dispose()
 
     async def no_backends() -> bool:
-        return not await server_activity(database)
+        return not await pg_backends(database)
 
-    assert await wait_for(no_backends, timeout=3.0), await server_activity(database)
+    assert await wait_for(no_backends, timeout=3.0), await pg_backends(database)
 
 
 # -- one cancellation during a long query ----------------------------------------------------
@@ -147,7 +112,7 @@ async def test_task_cancelled_during_pg_sleep_returns_the_connection_and_stops_t
     async def query_gone() -> bool:
         return not await pg_sleep_running(pg_database)
 
-    assert await wait_for(query_gone, timeout=3.0), await server_activity(pg_database)
+    assert await wait_for(query_gone, timeout=3.0), await pg_backends(pg_database)
     async with engine.connect() as conn:  # the insert before the sleep was rolled back
         assert await conn.scalar(select(func.count()).select_from(Item)) == 0
     await assert_pool_healthy(engine, pg_database)
@@ -169,7 +134,7 @@ async def test_move_on_after_during_pg_sleep_returns_the_connection_and_stops_th
     async def query_gone() -> bool:
         return not await pg_sleep_running(pg_database)
 
-    assert await wait_for(query_gone, timeout=3.0), await server_activity(pg_database)
+    assert await wait_for(query_gone, timeout=3.0), await pg_backends(pg_database)
     await assert_pool_healthy(engine, pg_database)
 
 
@@ -188,7 +153,7 @@ SLOW_COMMIT = [
 async def commit_running(database: str) -> bool:
     return any(
         row["state"] == "active" and row["query"].strip().rstrip(";").upper() == "COMMIT"
-        for row in await server_activity(database)
+        for row in await pg_backends(database)
     )
 
 

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import PG_HOST, PG_PORT, admin_execute, pg_settings
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from structlog.testing import capture_logs
 
 from db_manager import Database, DatabaseSettings, UnitOfWork, create_engine, load_settings
+from tests.support.postgres import PG_HOST, PG_PORT, admin_execute, pg_settings
 
 pytestmark = pytest.mark.postgres
 

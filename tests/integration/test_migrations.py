@@ -19,6 +19,7 @@ import app.models  # noqa: F401  (the app's tables on Base.metadata)
 import db_manager.telegram.store  # noqa: F401
 from db_manager import Base, Database, DatabaseSettings
 from db_manager.migrations import alembic_config, render_item
+from tests.support.processes import child_env
 
 MIGRATIONS = "app:migrations"
 APP_TABLES = {
@@ -98,7 +99,7 @@ async def test_schema_made_by_create_tables_is_stamped_then_upgrades(
 
 def test_models_and_migrations_are_in_step(tmp_path: Path) -> None:
     """`python -m app db check` fails when a model changes without a revision."""
-    env = {"DATABASE__DATABASE": str(tmp_path / "check.sqlite3"), "PATH": "/usr/bin:/bin"}
+    env = child_env(DATABASE__DATABASE=str(tmp_path / "check.sqlite3"))
     upgrade = subprocess.run(
         [sys.executable, "-m", "app", "db", "upgrade"],
         capture_output=True,
@@ -121,7 +122,7 @@ def test_models_and_migrations_are_in_step(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("action", ["upgrade"])
 def test_offline_sql_renders(tmp_path: Path, action: str) -> None:
-    env = {"DATABASE__DATABASE": str(tmp_path / "offline.sqlite3"), "PATH": "/usr/bin:/bin"}
+    env = child_env(DATABASE__DATABASE=str(tmp_path / "offline.sqlite3"))
     result = subprocess.run(
         [sys.executable, "-m", "app", "db", action, "head", "--sql"],
         capture_output=True,

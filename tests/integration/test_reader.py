@@ -8,13 +8,11 @@ SQLAlchemy names the reader relies on are pinned here.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER, pg_settings, sqlite_settings
 from fastapi import FastAPI
 from sqlalchemy import (
     ForeignKey,
@@ -29,7 +27,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
-from support.asgi import running
 
 from db_manager import (
     Base,
@@ -41,6 +38,16 @@ from db_manager import (
     create_read_engine,
 )
 from db_manager.fastapi import ReaderDep, database_lifespan, health_router
+from tests.support.asgi import running
+from tests.support.ports import free_port
+from tests.support.postgres import (
+    PG_ADMIN_DB,
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    pg_settings,
+    sqlite_settings,
+)
 
 
 class ReaderModel(Base):
@@ -339,14 +346,8 @@ def test_create_read_engine_refuses_an_in_memory_sqlite_database() -> None:
 # -- failures ----------------------------------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_a_closed_port_raises_database_unavailable_for_every_call() -> None:
-    settings = pg_settings("nowhere", port=closed_port(), connect_timeout=1.0)
+    settings = pg_settings("nowhere", port=free_port(), connect_timeout=1.0)
     reader = Reader.from_settings(settings)
     try:
         with pytest.raises(DatabaseUnavailable):
@@ -482,7 +483,7 @@ async def test_reader_dep_serves_reads_and_health_ready_uses_the_read_pool(
 async def test_health_ready_answers_503_with_a_reason_when_the_database_is_gone() -> None:
     app = FastAPI()
     app.include_router(health_router(ready_timeout=1.0))
-    database = Database(pg_settings("nowhere", port=closed_port(), connect_timeout=0.5))
+    database = Database(pg_settings("nowhere", port=free_port(), connect_timeout=0.5))
     await database.start(wait=False)
     app.state.database = database
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import uuid
@@ -18,16 +19,17 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PG_HOST, PG_PORT, PG_USER, admin_execute
 from sqlalchemy import func, select
-from support.telegram import RecordingSession
-from support.updates import BOT_TOKEN, WEBHOOK_SECRET, secret_header, start_update
 
 from app.config import AppSection, Settings
 from app.main import create_app
 from app.models import Payment, User
 from db_manager import DatabaseSettings, UnitOfWorkFactory
 from db_manager.telegram import TelegramSettings
+from tests.support.postgres import PG_HOST, PG_PORT, PG_USER, admin_execute
+from tests.support.processes import REPO_ROOT, child_env
+from tests.support.telegram import RecordingSession
+from tests.support.updates import BOT_TOKEN, WEBHOOK_SECRET, secret_header, start_update
 
 API_TOKEN = "plugin-test-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -138,34 +140,37 @@ async def test_two_concurrent_requests_share_the_test_connection_safely(
     assert [r.status_code for r in both] == [200, 200]
 
 
-def test_module_passes_in_random_order(tmp_path: Path) -> None:
-    """The isolation holds whatever the order: run this module shuffled, twice."""
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "DB_MANAGER_PLUGIN_NESTED": "1"}
+def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
+    """This module's tests in a child pytest (which skips the shuffling test itself)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        cwd=REPO_ROOT,
+        env=child_env(DB_MANAGER_PLUGIN_NESTED="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_module_passes_in_random_order() -> None:
+    """The isolation holds whatever the order: run this module shuffled, twice.
+
+    pytest runs node ids in the order given on its command line (keeping together the tests
+    that share a module-scoped backend), so a shuffled list is a shuffled run."""
     if os.environ.get("DB_MANAGER_PLUGIN_NESTED"):
         pytest.skip("already inside the shuffled run")
+    module = Path(__file__).relative_to(REPO_ROOT).as_posix()
+    collected = _pytest("--collect-only", module, "-k", "not random_order")
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-2000:]
+    ids = [line for line in collected.stdout.splitlines() if line.startswith(f"{module}::")]
+    assert len(ids) >= 6, collected.stdout
+    orders = []
     for seed in (1, 2):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                str(Path(__file__).relative_to(root)),
-                "-p",
-                "randomly",
-                f"--randomly-seed={seed}",
-                "-p",
-                "no:cacheprovider",
-                "-q",
-                "-k",
-                "not random_order",
-            ],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        shuffled = random.Random(seed).sample(ids, len(ids))
+        result = _pytest("-v", *shuffled)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-        assert "passed" in result.stdout
+        ran = [line.split(" ", 1)[0] for line in result.stdout.splitlines() if " PASSED" in line]
+        assert sorted(ran) == sorted(ids), result.stdout[-3000:]
+        orders.append(ran)
+    assert ids not in orders and orders[0] != orders[1], orders

@@ -7,14 +7,11 @@ commit failures and typed connection failures.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import asyncpg
 import pytest
-from conftest import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER, pg_settings
 from sqlalchemy import MetaData, String, Table, UniqueConstraint, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -30,6 +27,8 @@ from db_manager import (
     UnitOfWorkStateError,
     create_engine,
 )
+from tests.support.ports import free_port
+from tests.support.postgres import pg_backends, pg_fetch, pg_settings
 
 PASSWORD = "p@ss:w/rd%"
 
@@ -381,18 +380,6 @@ async def test_failing_on_commit_callback_is_logged_and_does_not_undo_the_commit
 # -- laziness --------------------------------------------------------------------------------
 
 
-async def pg_backends(database: str) -> int:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database
-            )
-        )
-    finally:
-        await conn.close()
-
-
 async def test_unit_of_work_that_does_nothing_opens_no_connection(
     db_settings: DatabaseSettings, backend: str
 ) -> None:
@@ -403,7 +390,7 @@ async def test_unit_of_work_that_does_nothing_opens_no_connection(
     event.listen(engine.sync_engine.pool, "checkout", lambda *args: checkouts.append(args))
     database = db_settings.database or ""
     try:
-        before = await pg_backends(database) if backend == "postgres" else 0
+        before = len(await pg_backends(database)) if backend == "postgres" else 0
 
         for _ in range(3):
             async with UnitOfWork(engine) as uow:
@@ -416,7 +403,7 @@ async def test_unit_of_work_that_does_nothing_opens_no_connection(
         assert checkouts == []
         if backend == "postgres":
             assert before == 0
-            assert await pg_backends(database) == 0
+            assert await pg_backends(database) == []
     finally:
         await engine.dispose()
 
@@ -486,11 +473,7 @@ async def test_explicit_commit_failure_raises_inside_the_block(pg_database: str)
 
 
 async def terminate_backend(pid: int) -> None:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB)
-    try:
-        await conn.execute("SELECT pg_terminate_backend($1)", pid)
-    finally:
-        await conn.close()
+    await pg_fetch("SELECT pg_terminate_backend($1)", pid)
 
 
 @pytest.mark.postgres
@@ -529,21 +512,6 @@ async def test_statement_on_a_killed_connection_raises_database_unavailable(
 # -- a database that refuses connections -----------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts TCP connections but never says a word: only a timeout ends a wait."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield int(sock.getsockname()[1])
-
-
 def unreachable(port: int, **overrides: Any) -> DatabaseSettings:
     values: dict[str, Any] = {
         "driver": "postgresql+asyncpg",
@@ -570,7 +538,7 @@ def assert_clear_message(error: BaseException, port: int) -> None:
 async def test_database_start_raises_database_unavailable_within_the_connect_timeout(
     server: str, silent_port: int
 ) -> None:
-    port = closed_port() if server == "refusing" else silent_port
+    port = free_port() if server == "refusing" else silent_port
     database = Database(unreachable(port))
 
     started = time.monotonic()
@@ -588,7 +556,7 @@ async def test_database_start_raises_database_unavailable_within_the_connect_tim
 async def test_unit_of_work_statement_raises_database_unavailable_within_the_connect_timeout(
     server: str, silent_port: int
 ) -> None:
-    port = closed_port() if server == "refusing" else silent_port
+    port = free_port() if server == "refusing" else silent_port
     engine = create_engine(unreachable(port))
     try:
         started = time.monotonic()

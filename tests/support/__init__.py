@@ -1,1 +1,2 @@
-"""Test helpers shared by the integration and end-to-end suites (importable as ``support``)."""
+"""Helpers shared by every suite, imported the ordinary way (``from tests.support.proxy import
+TcpProxy``): one module per concept, each listed in its ``__all__``."""

@@ -1,14 +1,16 @@
-"""A TCP proxy a test can switch off and on: the database "goes down" without touching it.
+"""A TCP proxy a test can switch between modes: the database "goes away" without touching it.
 
 ::
 
-    async with TcpProxy("127.0.0.1", 5432) as proxy:      # listens on proxy.port
+    async with TcpProxy("127.0.0.1", 5432) as proxy:   # forwarding, on proxy.port
         settings = pg_settings(name, port=proxy.port)
         ...
-        await proxy.stop()     # refuse new connections and cut every open one
-        ...
-        await proxy.start()    # the same port again
-        await proxy.start(blackhole=True)  # accept, then never answer (a timed-out server)
+        await proxy.refuse()     # stop listening (connections refused), cut every open one
+        await proxy.blackhole()  # cut every open one; accept new ones and never answer
+        await proxy.forward()    # forward again, on the same port
+
+The port is chosen when the proxy first listens and kept for its life, so an engine built
+with it reconnects to the same address once the proxy forwards again.
 """
 
 from __future__ import annotations
@@ -16,52 +18,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
+from typing import Literal
 
 __all__ = ["TcpProxy"]
 
+Mode = Literal["forward", "blackhole", "refuse"]
+
 
 class TcpProxy:
+    """Forwards ``host:port`` to ``target_host:target_port`` while in ``forward`` mode."""
+
     def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
-        self.target_host = target_host
-        self.target_port = target_port
+        self.target = (target_host, target_port)
         self.host = host
         self.port = 0
-        self.connections_made = 0
-        self.blackhole = False
+        self.mode: Mode = "refuse"
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
+    async def forward(self) -> None:
+        """Listen and forward new connections (open ones are left alone)."""
+        self.mode = "forward"
+        await self._listen()
 
-    async def start(self, *, blackhole: bool = False) -> None:
-        self.blackhole = blackhole
-        if self._server is not None:
-            return
-        self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+    async def blackhole(self) -> None:
+        """Cut every open connection; accept new ones and never say a word (a server that
+        hangs: only the client's timeout ends its wait)."""
+        self._cut_all()
+        self.mode = "blackhole"
+        await self._listen()
 
-    async def stop(self) -> None:
-        """Stop listening (connections are refused) and reset every open connection."""
+    async def refuse(self) -> None:
+        """Stop listening (new connections are refused) and cut every open one."""
+        self.mode = "refuse"
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
+        self._cut_all()
+        if server is not None:
+            await server.wait_closed()
+
+    async def close(self) -> None:
+        """Refuse, and wait until every connection handler has finished."""
+        await self.refuse()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
 
     async def __aenter__(self) -> TcpProxy:
-        await self.start()
+        await self.forward()
         return self
 
     async def __aexit__(
@@ -70,38 +77,54 @@ class TcpProxy:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        await self.close()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._handle, self.host, self.port, reuse_address=True
+            )
+            self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def _cut_all(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
-        upstream_writer: asyncio.StreamWriter | None = None
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            if self.blackhole:
-                await asyncio.Event().wait()  # hold the connection, say nothing
-            upstream_reader, upstream_writer = await asyncio.open_connection(
-                self.target_host, self.target_port
-            )
-            self._writers.add(upstream_writer)
-            self.connections_made += 1
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+            if self.mode == "blackhole":
+                await reader.read()  # silent until the client gives up or the test cuts it
+                return
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            self._writers.add(up_writer)
+            pumps = [
+                asyncio.create_task(_pump(reader, up_writer)),
+                asyncio.create_task(_pump(up_reader, writer)),
+            ]
+            try:
+                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
         except (OSError, asyncio.CancelledError):
-            pass
+            pass  # the target refused, or the test cut this connection: either way it ends
         finally:
-            for w in (writer, upstream_writer):
+            for w in (writer, up_writer):
                 if w is not None:
                     self._writers.discard(w)
                     w.transport.abort()
             self._tasks.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(OSError):
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
-    if not writer.is_closing():
-        with contextlib.suppress(OSError, RuntimeError):
-            writer.write_eof()

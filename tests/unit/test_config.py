@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -19,6 +18,7 @@ from db_manager import (
     create_engine,
     load_settings,
 )
+from tests.support.ports import free_port
 
 PASSWORD = "p@ss:w/rd%"
 # Every spelling of the password that could leak: raw and percent-encoded.
@@ -33,13 +33,6 @@ def write_config(path: Path, body: str) -> Path:
 def assert_no_password(text: str) -> None:
     for form in PASSWORD_FORMS:
         assert form not in text
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound once, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- precedence: defaults < config.toml < environment < arguments ---------------------------
@@ -212,7 +205,7 @@ async def test_password_is_absent_from_captured_logs_and_errors(
         user="app",
         password=PASSWORD,
         host="127.0.0.1",
-        port=closed_port(),
+        port=free_port(),
         database="app_db",
         connect_timeout=0.3,
     )

@@ -2,7 +2,7 @@
 
 The app is built the way an application builds it (nested lifespans, error handlers, the
 webhook router, an HTTP route using ``UowDep``); Telegram is replaced only by the public
-``session=`` argument (a :class:`~support.telegram.RecordingSession`). Each test gets a
+``session=`` argument (a :class:`~tests.support.telegram.RecordingSession`). Each test gets a
 fresh database on the parametrized backend (``db_settings``: SQLite and PostgreSQL).
 
 Handlers of the test bot (all record ``(name, update_id)`` in ``harness.calls`` on entry):
@@ -52,8 +52,6 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
-from support.telegram import RecordingSession
-from support.updates import BOT_TOKEN, WEBHOOK_SECRET, encode, secret_header
 
 from db_manager import NAMING_CONVENTION, Base, DatabaseSettings, UnitOfWork
 from db_manager.fastapi import (
@@ -66,6 +64,8 @@ from db_manager.fastapi import (
 from db_manager.telegram import TelegramSettings, telegram_lifespan
 from db_manager.telegram.store import TelegramUpdate
 from db_manager.telegram.webhook import telegram_webhook_router
+from tests.support.telegram import RecordingSession
+from tests.support.updates import BOT_TOKEN, WEBHOOK_SECRET, encode, secret_header
 
 WEBHOOK_PATH = "/webhook/telegram"
 

@@ -1,4 +1,4 @@
-"""Fixtures of the webhook tests: a running app (see ``aiogram_webhook_app``) per test.
+"""Fixtures of the webhook tests: a running app (see ``.aiogram_webhook_app``) per test.
 
 Each test gets a fresh database on the parametrized backend (``db_settings``: SQLite and
 PostgreSQL) and an app started through its ASGI lifespan, with Telegram replaced only by the
@@ -7,28 +7,25 @@ public ``session=`` argument.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from aiogram import Dispatcher
-from aiogram_webhook_app import (
+
+from db_manager import DatabaseSettings, create_engine
+from db_manager.telegram import TelegramSettings
+from tests.support.asgi import running
+from tests.support.telegram import RecordingSession
+
+from .aiogram_webhook_app import (
     Harness,
     HarnessFactory,
     build_app,
     build_dispatcher,
     telegram_settings,
 )
-from support.asgi import running
-from support.telegram import RecordingSession
-
-from db_manager import DatabaseSettings, create_engine
-from db_manager.telegram import TelegramSettings
 
 
 @pytest.fixture
@@ -91,31 +88,3 @@ async def harness(make_harness: HarnessFactory) -> AsyncIterator[Harness]:
     """The default app, running, on a fresh database of the parametrized backend."""
     async with make_harness() as running_harness:
         yield running_harness
-
-
-# conftest.py files outside packages all get the module name "conftest": after pytest
-# imports this one, a test module elsewhere that does ``from conftest import PG_HOST`` (meaning
-# tests/conftest.py) would find this file instead. Forward what this file lacks to the root
-# conftest so that sibling suites keep working whatever the collection order.
-_ROOT_CONFTEST = Path(__file__).resolve().parents[2] / "conftest.py"
-
-
-def _root_conftest() -> ModuleType:
-    name = "_db_manager_tests_root_conftest"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, _ROOT_CONFTEST)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-def __getattr__(name: str) -> Any:
-    if name.startswith(("_", "pytest_")):  # pytest's own names (pytest_plugins, hooks)
-        raise AttributeError(f"module 'conftest' has no attribute {name!r}")
-    try:
-        return getattr(_root_conftest(), name)
-    except AttributeError:
-        raise AttributeError(f"module 'conftest' has no attribute {name!r}") from None

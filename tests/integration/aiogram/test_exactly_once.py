@@ -16,12 +16,13 @@ import httpx
 import pytest
 from aiogram import Dispatcher
 from aiogram.types import ErrorEvent
-from aiogram_webhook_app import Harness, HarnessFactory, build_dispatcher
 from structlog.testing import capture_logs
-from support.proxy import TcpProxy
-from support.updates import message_update, start_update
 
 from db_manager import DatabaseSettings
+from tests.support.proxy import TcpProxy
+from tests.support.updates import message_update, start_update
+
+from .aiogram_webhook_app import Harness, HarnessFactory, build_dispatcher
 
 
 async def no_hook() -> None:
@@ -155,10 +156,10 @@ async def test_database_down_answers_503_and_the_retry_is_applied_once(
                 # Warm the pool so the outage also breaks connections that are already open.
                 warm = await harness.post(message_update("warm-up", update_id=3019))
                 assert warm.status_code == 200
-                await proxy.stop()
+                await proxy.refuse()
                 with capture_logs() as logs:
                     down = await harness.post(update)
-                await proxy.start()
+                await proxy.forward()
                 await _assert_outage_then_once(harness, down, logs, update)
     if error_handler:
         assert ("errors", 3020) in calls  # the app's error handler did see (and eat) it
@@ -199,7 +200,7 @@ async def test_connection_lost_during_commit_answers_503_and_the_retry_is_applie
             update={"port": proxy.port, "connect_timeout": 1.0, "pool_pre_ping": True}
         )
         async with make_harness(db=settings) as harness:
-            harness.before_commit[0] = proxy.stop
+            harness.before_commit[0] = proxy.refuse
             update = message_update("cut", update_id=3030, user_id=54)
             with capture_logs() as logs:
                 down = await harness.post(update)
@@ -211,7 +212,7 @@ async def test_connection_lost_during_commit_answers_503_and_the_retry_is_applie
             assert await harness.events("cut") == []
 
             harness.before_commit[0] = no_hook
-            await proxy.start()
+            await proxy.forward()
             retried = await harness.post(update)
             assert retried.json() == {"method": "sendMessage", "chat_id": 54, "text": "cut"}
             again = await harness.post(update)
@@ -231,8 +232,7 @@ async def test_a_database_that_does_not_answer_gets_503_within_the_connect_timeo
         )
         async with make_harness(db=settings) as harness:
             update = start_update(update_id=3040, user_id=55)
-            await proxy.stop()
-            await proxy.start(blackhole=True)
+            await proxy.blackhole()
             loop = asyncio.get_running_loop()
             started = loop.time()
             down = await harness.post(update)
@@ -241,8 +241,8 @@ async def test_a_database_that_does_not_answer_gets_503_within_the_connect_timeo
             assert "Retry-After" in down.headers
             assert elapsed < 5
 
-            await proxy.stop()
-            await proxy.start()
+            await proxy.refuse()
+            await proxy.forward()
             retried = await harness.post(update)
             assert retried.json()["method"] == "sendMessage"
             assert (await harness.post(update)).content == b""

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiogram_webhook_app import Harness, HarnessFactory, telegram_settings
 from pydantic import ValidationError
 from structlog.testing import capture_logs
-from support.updates import WEBHOOK_SECRET, encode, start_update
 
 from db_manager import ConfigError, load_settings
 from db_manager.telegram import DEFAULT_WEBHOOK_MAX_BODY, TelegramSettings
+from tests.support.updates import WEBHOOK_SECRET, encode, start_update
+
+from .aiogram_webhook_app import Harness, HarnessFactory, telegram_settings
 
 
 def assert_quiet(logs: list[MutableMapping[str, Any]], caplog: pytest.LogCaptureFixture) -> None:

@@ -11,11 +11,7 @@ import random
 
 import pytest
 from aiogram import Dispatcher
-from aiogram_webhook_app import Harness, HarnessFactory, build_dispatcher, telegram_settings
 from structlog.testing import capture_logs
-from support.asgi import LifespanFailed
-from support.telegram import RecordingSession
-from support.updates import BOT_ID, message_update, start_update
 
 from db_manager import UnitOfWork
 from db_manager.fastapi import ENGINE_SERVICE, UOW_FACTORY_SERVICE
@@ -24,6 +20,11 @@ from db_manager.telegram import (
     UnitOfWorkMiddleware,
     register_webhook,
 )
+from tests.support.asgi import LifespanFailed
+from tests.support.telegram import RecordingSession
+from tests.support.updates import BOT_ID, message_update, start_update
+
+from .aiogram_webhook_app import Harness, HarnessFactory, build_dispatcher, telegram_settings
 
 
 def uow_middlewares(dispatcher: Dispatcher) -> list[UnitOfWorkMiddleware]:
@@ -155,9 +156,9 @@ async def test_the_bot_lifespan_outside_the_database_lifespan_fails_at_start() -
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
-    from support.asgi import lifespan
 
     from db_manager.telegram import telegram_lifespan
+    from tests.support.asgi import lifespan
 
     dispatcher = Dispatcher()
     tg = telegram_lifespan(telegram_settings(), dispatcher, session=RecordingSession())

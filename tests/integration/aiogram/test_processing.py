@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiogram_webhook_app import Harness
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.testing import capture_logs
-from support.updates import (
+
+from tests.support.updates import (
     BOT_ID,
     callback_query_update,
     chat_join_request_update,
@@ -22,6 +22,8 @@ from support.updates import (
     start_update,
     successful_payment_update,
 )
+
+from .aiogram_webhook_app import Harness
 
 
 class ResponseStartProbe:

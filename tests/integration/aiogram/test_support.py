@@ -20,8 +20,9 @@ from aiogram.types import (
     Update,
     User,
 )
-from support.telegram import RecordingSession
-from support.updates import (
+
+from tests.support.telegram import RecordingSession
+from tests.support.updates import (
     BOT_ID,
     BOT_TOKEN,
     GROUP_CHAT_ID,

@@ -5,12 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from app_support import (  # noqa: F401  (pytest fixtures, used by name)
-    app_db_fixture,
-    make_user_fixture,
-    story_fixture,
-    uow_factory_fixture,
-)
 
 from app.models import MessageDirection, NovelState, User
 from app.services import (
@@ -25,6 +19,13 @@ from app.services import (
 from app.story import Scene, Story
 from app.unit_of_work import AppUnitOfWork
 from db_manager import UnitOfWorkFactory
+
+from .app_support import (  # noqa: F401  (pytest fixtures, used by name)
+    app_db_fixture,
+    make_user_fixture,
+    story_fixture,
+    uow_factory_fixture,
+)
 
 MakeUser = Callable[[int], Awaitable[User]]
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from app_support import (  # noqa: F401  (pytest fixtures, used by name)
+from app.models import User
+from app.services import ReferralResult, attach_referrer, referral_link_code
+from app.unit_of_work import AppUnitOfWork
+from db_manager import UnitOfWorkFactory
+
+from .app_support import (  # noqa: F401  (pytest fixtures, used by name)
     app_db_fixture,
     make_user_fixture,
     story_fixture,
     uow_factory_fixture,
 )
-
-from app.models import User
-from app.services import ReferralResult, attach_referrer, referral_link_code
-from app.unit_of_work import AppUnitOfWork
-from db_manager import UnitOfWorkFactory
 
 MakeUser = Callable[[int], Awaitable[User]]
 

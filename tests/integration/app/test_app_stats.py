@@ -8,12 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from app_support import (  # noqa: F401  (pytest fixtures, used by name)
-    app_db_fixture,
-    make_user_fixture,
-    story_fixture,
-    uow_factory_fixture,
-)
 from sqlalchemy import func, select
 
 from app.models import NovelMessage, ReferralLink, User
@@ -31,6 +25,13 @@ from app.services import (
 from app.story import Story
 from app.unit_of_work import AppUnitOfWork
 from db_manager import Database, UnitOfWorkFactory
+
+from .app_support import (  # noqa: F401  (pytest fixtures, used by name)
+    app_db_fixture,
+    make_user_fixture,
+    story_fixture,
+    uow_factory_fixture,
+)
 
 MakeUser = Callable[[int], Awaitable[User]]
 

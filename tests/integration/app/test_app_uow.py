@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from app_support import (  # noqa: F401  (pytest fixtures, used by name)
-    app_db_fixture,
-)
 from sqlalchemy.pool import QueuePool
 
 from app.repositories import (
@@ -19,6 +16,10 @@ from app.repositories import (
 )
 from app.unit_of_work import AppUnitOfWork
 from db_manager import Database, UnitOfWorkStateError
+
+from .app_support import (  # noqa: F401  (pytest fixtures, used by name)
+    app_db_fixture,
+)
 
 REPOSITORIES: dict[str, type[Any]] = {
     "users": UserRepository,

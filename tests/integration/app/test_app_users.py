@@ -5,11 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from app_support import (  # noqa: F401  (pytest fixtures, used by name)
-    app_db_fixture,
-    story_fixture,
-    uow_factory_fixture,
-)
 from sqlalchemy import func, select
 
 import app.services.referrals as referrals_service
@@ -25,6 +20,12 @@ from app.services import (
 from app.story import Story
 from app.unit_of_work import AppUnitOfWork
 from db_manager import UnitOfWorkFactory
+
+from .app_support import (  # noqa: F401  (pytest fixtures, used by name)
+    app_db_fixture,
+    story_fixture,
+    uow_factory_fixture,
+)
 
 
 async def _count(uow_factory: UnitOfWorkFactory[AppUnitOfWork], model: type[object]) -> int:

@@ -1,11 +1,7 @@
 """The FastAPI test app of tests/integration/fastapi and the tools its tests share.
 
-Not a ``conftest.py`` on purpose: conftest files outside packages all import as the module
-``conftest``, and one here would shadow ``tests/conftest.py`` for every test module that
-does ``from conftest import ...`` after this folder is collected. Plain helpers instead,
-used as async context managers. For the same reason the helpers of ``tests/conftest.py``
-(``pg_settings``, ``PG_HOST``, ...) are re-exported from here, loaded from that file by
-path: ``from conftest import`` gets whichever ``conftest`` pytest imported last.
+Plain helpers, used as async context managers; what other suites need too (ports, the TCP
+proxy, PostgreSQL views, waiting) is in ``tests/support``.
 
 The app (:func:`build_app`) is a small, real FastAPI app on ``db_manager.fastapi``:
 
@@ -26,19 +22,13 @@ Every app records what happened, in order, in ``app.state.events`` (a list of tu
 from __future__ import annotations
 
 import asyncio
-import gc
-import importlib.util
 import socket
 import time
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
-import asyncpg
 import httpx
 import uvicorn
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
@@ -62,27 +52,6 @@ from db_manager.fastapi import (
 )
 
 MAX_BODY_SIZE = 1024
-TESTS_DIR = Path(__file__).resolve().parents[2]
-
-
-def _load_root_conftest() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "_fastapi_tests_root_conftest", TESTS_DIR / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _load_root_conftest()
-PG_HOST: str = _root.PG_HOST
-PG_PORT: int = _root.PG_PORT
-PG_USER: str = _root.PG_USER
-PG_ADMIN_DB: str = _root.PG_ADMIN_DB
-pg_settings: Callable[..., DatabaseSettings] = _root.pg_settings
-sqlite_settings: Callable[..., DatabaseSettings] = _root.sqlite_settings
-
 # -- models ------------------------------------------------------------------------------------
 
 
@@ -363,57 +332,6 @@ def checkouts(app: FastAPI) -> int:
     return counter[0] if counter is not None else -1
 
 
-def assert_no_leak_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Collect garbage and fail on any warning (SQLAlchemy warns "The garbage collector is
-    trying to clean up non-checked-in connection" when a connection was never given back)."""
-    with warnings.catch_warnings(record=True) as more:
-        warnings.simplefilter("always")
-        gc.collect()
-        gc.collect()
-    messages = [str(w.message) for w in [*caught, *more]]
-    assert not [m for m in messages if "non-checked-in" in m], messages
-    assert messages == []
-
-
-# -- PostgreSQL server-side views -----------------------------------------------------------------
-
-
-async def pg_fetch(query: str, *args: Any, database: str = PG_ADMIN_DB) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
-    try:
-        return list(await conn.fetch(query, *args))
-    finally:
-        await conn.close()
-
-
-async def pg_execute(database: str, *statements: str) -> None:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def pg_backends(database: str) -> list[asyncpg.Record]:
-    """The backends connected to ``database`` (the observer's own is in another database)."""
-    return await pg_fetch(
-        "SELECT pid, state, backend_start, state_change, xact_start, query "
-        "FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() ORDER BY pid",
-        database,
-    )
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-
-
 # -- running the app ------------------------------------------------------------------------------
 
 
@@ -442,12 +360,6 @@ async def in_process(
         count_checkouts(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield Running(app, client, settings, "http://test", app.state.events)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
@@ -494,107 +406,6 @@ async def on_uvicorn(
         server.should_exit = True
         await task
         sock.close()
-
-
-# -- a TCP proxy in front of PostgreSQL that the test can switch off and on ------------------------
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target. ``refuse()`` closes the listener and cuts every
-    open connection (the server "goes away"); ``blackhole()`` accepts but never answers (a
-    server that hangs); ``forward()`` serves again on the same port."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self.mode = "forward"
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def forward(self) -> None:
-        self.mode = "forward"
-        await self._listen()
-
-    async def blackhole(self) -> None:
-        self._cut_all()
-        self.mode = "blackhole"
-        await self._listen()
-
-    async def refuse(self) -> None:
-        self.mode = "refuse"
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        self._cut_all()
-
-    async def close(self) -> None:
-        await self.refuse()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _listen(self) -> None:
-        if self._server is None:
-            self._server = await asyncio.start_server(
-                self._handle, "127.0.0.1", self.port, reuse_address=True
-            )
-
-    def _cut_all(self) -> None:
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        if self.mode == "blackhole":
-            # Hold the connection open and silent until the test cuts it.
-            try:
-                await reader.read()
-            finally:
-                writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.add(up_writer)
-        pumps = [
-            asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
-        ]
-        self._tasks.update(pumps)
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        for pump in pumps:
-            pump.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
-        self._tasks.difference_update(pumps)
-        for w in (writer, up_writer):
-            w.transport.abort()
-            self._writers.discard(w)
-
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.transport.abort()
-
-
-@asynccontextmanager
-async def tcp_proxy(target_host: str, target_port: int) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(target_host, target_port)
-    await proxy.forward()
-    try:
-        yield proxy
-    finally:
-        await proxy.close()
 
 
 def events_of(events: Events, kind: str) -> list[tuple[Any, ...]]:

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi_support import (
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.util import await_only
+from structlog.testing import capture_logs
+
+from db_manager import DatabaseSettings, UnitOfWorkStateError
+from tests.support.postgres import admin_execute, pg_settings, sqlite_settings
+from tests.support.waiting import wait_for
+
+from .fastapi_support import (
     Running,
     Thing,
     checked_out,
@@ -32,18 +41,8 @@ from fastapi_support import (
     names,
     observer_engine,
     on_uvicorn,
-    pg_execute,
-    pg_settings,
-    sqlite_settings,
     thing_names,
-    wait_for,
 )
-from sqlalchemy import event, func, select
-from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.util import await_only
-from structlog.testing import capture_logs
-
-from db_manager import DatabaseSettings, UnitOfWorkStateError
 
 # -- 1. commit before the response ----------------------------------------------------------------
 
@@ -207,13 +206,13 @@ async def slow_down_commits(run: Running) -> None:
     instead (without blocking the event loop) just before the COMMIT is sent.
     """
     if run.settings.dialect == "postgresql":
-        await pg_execute(
-            run.database,
+        await admin_execute(
             "CREATE FUNCTION fastapi_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
             f"$$ BEGIN PERFORM pg_sleep({COMMIT_DELAY}); RETURN NULL; END $$",
             "CREATE CONSTRAINT TRIGGER fastapi_test_slow_commit AFTER INSERT "
             "ON fastapi_test__things DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
             "EXECUTE FUNCTION fastapi_test_slow_commit()",
+            database=run.database,
         )
     else:
         engine = engine_of(run.app).sync_engine

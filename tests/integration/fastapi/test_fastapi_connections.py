@@ -21,9 +21,16 @@ import anyio
 import httpx
 import pytest
 from fastapi.responses import JSONResponse
-from fastapi_support import (
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from db_manager import DatabaseSettings
+from tests.support.leaks import assert_no_leak_warnings
+from tests.support.postgres import pg_backends, pg_settings
+from tests.support.waiting import wait_for
+
+from .fastapi_support import (
     Running,
-    assert_no_leak_warnings,
     build_app,
     checked_out,
     checkouts,
@@ -32,15 +39,8 @@ from fastapi_support import (
     in_process,
     names,
     on_uvicorn,
-    pg_backends,
-    pg_settings,
     thing_names,
-    wait_for,
 )
-from sqlalchemy import text
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from db_manager import DatabaseSettings
 
 # -- 4. no connection for routes that do not need one ---------------------------------------------
 

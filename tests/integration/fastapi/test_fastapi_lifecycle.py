@@ -13,32 +13,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fastapi_support import (
-    MAX_BODY_SIZE,
-    PG_HOST,
-    PG_PORT,
-    build_app,
-    checked_out,
-    free_port,
-    in_process,
-    names,
-    on_uvicorn,
-    pg_backends,
-    pg_settings,
-    sqlite_settings,
-    tcp_proxy,
-    thing_names,
-    wait_for,
-)
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
@@ -49,8 +30,22 @@ from db_manager.fastapi import (
     ServiceRegistry,
     get_services,
 )
+from tests.support.ports import free_port
+from tests.support.postgres import PG_HOST, PG_PORT, pg_backends, pg_settings, sqlite_settings
+from tests.support.processes import child_env
+from tests.support.proxy import TcpProxy
+from tests.support.waiting import wait_for
 
-HERE = Path(__file__).resolve().parent
+from .fastapi_support import (
+    MAX_BODY_SIZE,
+    build_app,
+    checked_out,
+    in_process,
+    names,
+    on_uvicorn,
+    thing_names,
+)
+
 PASSWORD = "s3cret-p@ss:w/rd%"
 
 # -- 9. readiness while PostgreSQL is away --------------------------------------------------------
@@ -60,7 +55,7 @@ PASSWORD = "s3cret-p@ss:w/rd%"
 async def test_ready_is_503_within_2s_while_postgres_is_unreachable_and_200_once_back(
     pg_database: str,
 ) -> None:
-    async with tcp_proxy(PG_HOST, PG_PORT) as proxy:
+    async with TcpProxy(PG_HOST, PG_PORT) as proxy:
         # trust authentication ignores the password; it is there to be kept out of answers and logs
         settings = pg_settings(pg_database, port=proxy.port, password=PASSWORD)
         async with in_process(settings) as run:
@@ -128,19 +123,6 @@ async def test_ready_does_not_hang_when_the_pool_is_exhausted(
 # -- 10. startup with an unreachable database -----------------------------------------------------
 
 
-def closed_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """Accepts TCP connections (the kernel does) and never says a word."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield int(sock.getsockname()[1])
-
-
 @dataclass
 class Exited:
     code: int
@@ -180,23 +162,24 @@ async def run_until_exit(args: list[str], env: dict[str, str], cwd: Path) -> Exi
 
 def startup_command(target: str) -> list[str]:
     """``app``: ``python -m app run``. ``test-app``: plain uvicorn on a minimal app made of
-    db_manager.fastapi only (:func:`fastapi_support.app_from_env`), so the adapter is covered
+    db_manager.fastapi only (:func:`.fastapi_support.app_from_env`), so the adapter is covered
     whatever app/ does."""
     if target == "app":
         return [sys.executable, "-m", "app", "run", "--port", str(free_port())]
     return [
-        *(sys.executable, "-m", "uvicorn", "fastapi_support:app_from_env", "--factory"),
+        *(
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.integration.fastapi.fastapi_support:app_from_env",
+            "--factory",
+        ),
         *("--port", str(free_port()), "--lifespan", "on"),
     ]
 
 
 def startup_env(**database: str) -> dict[str, str]:
-    env = {
-        **os.environ,  # the autouse fixture removed any DATABASE__* / CONFIG_FILE of the caller
-        "PYTHONPATH": str(HERE),
-    }
-    env.update({f"DATABASE__{key.upper()}": value for key, value in database.items()})
-    return env
+    return child_env(**{f"DATABASE__{key.upper()}": value for key, value in database.items()})
 
 
 async def test_startup_with_unreachable_database_fails_fast_with_one_line(
@@ -206,9 +189,9 @@ async def test_startup_with_unreachable_database_fails_fast_with_one_line(
     refuses and one that accepts and never answers, the minimal test app (refused), and the
     test app with a broken setting."""
     cases = [
-        ("app", "refusing", closed_port()),
+        ("app", "refusing", free_port()),
         ("app", "silent", silent_port),
-        ("test-app", "refusing", closed_port()),
+        ("test-app", "refusing", free_port()),
     ]
 
     async def start(target: str, port: int) -> Exited:

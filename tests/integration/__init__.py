@@ -1,0 +1,1 @@
+"""Integration tests: db_manager against real SQLite and PostgreSQL."""

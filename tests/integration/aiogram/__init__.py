@@ -1,0 +1,1 @@
+"""The Telegram side behind a FastAPI webhook, with Telegram replaced by a recording session."""

@@ -1,0 +1,1 @@
+"""The reference app's services on a started Database."""

@@ -1,0 +1,1 @@
+"""The FastAPI adapter: commit before the response, connections given back, lifecycle."""
