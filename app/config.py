@@ -10,12 +10,14 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from db_manager import DatabaseSettings, SectionSettings, load_settings, read_config
+from db_manager import DatabaseSettings, SectionSettings, load_sections
 from db_manager.telegram import TelegramSettings
 
-__all__ = ["AppSection", "Settings", "load_app_settings"]
+__all__ = ["API_TOKEN_MIN_LENGTH", "AppSection", "Settings", "load_app_settings"]
+
+API_TOKEN_MIN_LENGTH = 16
 
 
 class AppSection(SectionSettings):
@@ -33,6 +35,26 @@ class AppSection(SectionSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
+    @field_validator("api_token")
+    @classmethod
+    def api_token_must_be_a_bearer_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """Visible ASCII only, at least 16 characters: exactly what a client can send after
+        ``Bearer `` and the check compares byte for byte (a surrounding space is stripped
+        from the header, a non-ASCII character arrives in another encoding: such a token
+        could never authenticate). The message never says more about the value than that."""
+        if value is None or value.get_secret_value() == "":
+            return None
+        token = value.get_secret_value()
+        hint = "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        if not all("!" <= char <= "~" for char in token):
+            raise ValueError(
+                "may hold only visible ASCII characters (no spaces, no control or non-ASCII "
+                f"characters), as sent in `Authorization: Bearer <token>`; {hint}"
+            )
+        if len(token) < API_TOKEN_MIN_LENGTH:
+            raise ValueError(f"must be at least {API_TOKEN_MIN_LENGTH} characters long; {hint}")
+        return value
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -44,11 +66,10 @@ class Settings:
 def load_app_settings(config_file: str | os.PathLike[str] | None = None) -> Settings:
     """Read every section; raise one ConfigError naming file, key and reason.
 
-    The file is found and parsed once (``read_config``) and every section reads that parse.
+    The file is found and parsed once and every section reads that parse; a top-level
+    table other than ``[app]``, ``[bot]`` and ``[database]`` is an error (a misspelling).
     """
-    config = read_config(config_file)
-    return Settings(
-        app=load_settings(AppSection, config_file=config),
-        bot=load_settings(TelegramSettings, config_file=config),
-        database=load_settings(DatabaseSettings, config_file=config),
+    app, bot, database = load_sections(
+        AppSection, TelegramSettings, DatabaseSettings, config_file=config_file
     )
+    return Settings(app=app, bot=bot, database=database)

@@ -11,6 +11,7 @@ from db_manager.config import (
     ConfigFile,
     DatabaseSettings,
     SectionSettings,
+    load_sections,
     load_settings,
     read_config,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "check_table_name",
     "create_engine",
     "create_read_engine",
+    "load_sections",
     "load_settings",
     "read_config",
 ]

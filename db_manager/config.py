@@ -6,14 +6,16 @@ config file (``$CONFIG_FILE``, default ``./config.toml``), then the defaults bel
 The default is an SQLite file through aiosqlite, so nothing needs configuring to start.
 
 Use :func:`load_settings` rather than calling the class: it turns every mistake into one
-:class:`~db_manager.errors.ConfigError` line naming the file, the key and the reason.
+:class:`~db_manager.errors.ConfigError` line naming the file, the key and the reason, and
+never holding a secret (see :mod:`db_manager._config_errors`). An app with several sections
+loads them with :func:`load_sections`, which also refuses a section nobody reads.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -26,10 +28,12 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from db_manager._config_errors import settings_error, validation_error
 from db_manager.errors import ConfigError
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "ConfigFile",
     "DatabaseSettings",
     "SectionSettings",
+    "load_sections",
     "load_settings",
     "read_config",
     "resolve_config_file",
@@ -63,6 +68,8 @@ class ConfigFile:
 _active_config: ContextVar[ConfigFile | None] = ContextVar("db_manager_config", default=None)
 
 S = TypeVar("S", bound="SectionSettings")
+S2 = TypeVar("S2", bound="SectionSettings")
+S3 = TypeVar("S3", bound="SectionSettings")
 
 
 class SectionSettings(BaseSettings):
@@ -305,54 +312,107 @@ def load_settings(
     """Build ``cls`` from arguments, env and the config file, or raise one clear ConfigError.
 
     ``config_file`` is a path, or a :class:`ConfigFile` from :func:`read_config` (the file is
-    then not read again: an app loading several sections parses it once).
+    then not read again: an app loading several sections parses it once). No error message
+    holds the value of a field in ``cls.secret_keys``, whichever validator failed.
+    """
+    return _load(cls, read_config(config_file), overrides)
+
+
+@overload
+def load_sections(
+    first: type[S],
+    /,
+    *,
+    config_file: str | os.PathLike[str] | ConfigFile | None = ...,
+    extra_sections: Iterable[str] = ...,
+) -> tuple[S]: ...
+
+
+@overload
+def load_sections(
+    first: type[S],
+    second: type[S2],
+    /,
+    *,
+    config_file: str | os.PathLike[str] | ConfigFile | None = ...,
+    extra_sections: Iterable[str] = ...,
+) -> tuple[S, S2]: ...
+
+
+@overload
+def load_sections(
+    first: type[S],
+    second: type[S2],
+    third: type[S3],
+    /,
+    *,
+    config_file: str | os.PathLike[str] | ConfigFile | None = ...,
+    extra_sections: Iterable[str] = ...,
+) -> tuple[S, S2, S3]: ...
+
+
+@overload
+def load_sections(
+    *classes: type[SectionSettings],
+    config_file: str | os.PathLike[str] | ConfigFile | None = ...,
+    extra_sections: Iterable[str] = ...,
+) -> tuple[SectionSettings, ...]: ...
+
+
+def load_sections(
+    *classes: type[SectionSettings],
+    config_file: str | os.PathLike[str] | ConfigFile | None = None,
+    extra_sections: Iterable[str] = (),
+) -> tuple[SectionSettings, ...]:
+    """Every section an app has, from one parse of the config file, in the order given.
+
+    The file may hold only these sections and ``extra_sections`` (tables the app reads
+    itself): any other top-level name is a misspelling until proven otherwise (``[databse]``
+    would otherwise leave the database on its defaults), so it is a ConfigError naming the
+    file, the name and the known sections, raised before any section is validated.
     """
     config = read_config(config_file)
+    if config is not None:
+        _check_sections(config, {cls.section for cls in classes} | set(extra_sections))
+    return tuple(_load(cls, config, {}) for cls in classes)
+
+
+def _check_sections(config: ConfigFile, known: set[str]) -> None:
+    unknown = [name for name in config.data if name not in known]
+    if not unknown:
+        return
+    tables = [f"[{name}]" for name in unknown if isinstance(config.data[name], dict)]
+    keys = [name for name in unknown if not isinstance(config.data[name], dict)]
+    problems = []
+    if tables:
+        problems.append(f"unknown section{'s' if len(tables) > 1 else ''} {', '.join(tables)}")
+    if keys:
+        # A value above the first [section]: every setting belongs in a section.
+        problems.append(f"unknown top-level key{'s' if len(keys) > 1 else ''} {', '.join(keys)}")
+    listed = ", ".join(f"[{name}]" for name in sorted(known))
+    raise ConfigError(
+        f"{config.path}: {'; '.join(problems)}; known sections: {listed}",
+        source=str(config.path),
+        key=unknown[0],
+    )
+
+
+def _load(
+    cls: type[SectionSettings], config: ConfigFile | None, overrides: dict[str, Any]
+) -> SectionSettings:
     path = config.path if config is not None else None
     data: Mapping[str, Any] = config.data if config is not None else {}
-    if path is not None:
-        section = data.get(cls.section)
-        if section is not None and not isinstance(section, dict):
-            raise ConfigError(
-                f"{path}: [{cls.section}] must be a table, not {type(section).__name__}",
-                source=str(path),
-                key=cls.section,
-            )
+    section = data.get(cls.section)
+    if path is not None and section is not None and not isinstance(section, dict):
+        raise ConfigError(
+            f"{path}: [{cls.section}] must be a table, not {type(section).__name__}",
+            source=str(path),
+            key=cls.section,
+        )
     with _reading(config):
         try:
             return cls(**overrides)
         except ValidationError as exc:
-            raise _config_error(cls, exc, path, data.get(cls.section) or {}, overrides) from None
-
-
-def _config_error(
-    cls: type[SectionSettings],
-    exc: ValidationError,
-    path: Path | None,
-    section: Mapping[str, Any],
-    overrides: dict[str, Any],
-) -> ConfigError:
-    lines = []
-    first_key: str | None = None
-    first_source: str | None = None
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(section)"
-        top = str(error["loc"][0]) if error["loc"] else ""
-        env_name = f"{cls.section.upper()}__{top.upper()}"
-        if top in overrides:
-            where = f"argument {top}"
-        elif top and any(name.upper() == env_name for name in os.environ):
-            where = f"environment variable {env_name}"
-        elif path is not None and (top in section or not top):
-            where = f"{path}: [{cls.section}] {key}"
-        else:
-            where = f"[{cls.section}] {key}"
-        reason = error["msg"]
-        if error["type"] == "extra_forbidden":
-            reason = "unknown key (check the spelling against config.toml.example)"
-        elif top not in cls.secret_keys and "input" in error and error["type"] != "missing":
-            reason = f"{reason} (got {error['input']!r})"
-        lines.append(f"{where}: {reason}")
-        if first_key is None:
-            first_key, first_source = key, (str(path) if path else None)
-    return ConfigError("; ".join(lines), source=first_source, key=first_key)
+            raise validation_error(cls, exc, path, section or {}, overrides) from None
+        except SettingsError as exc:
+            raise settings_error(cls, exc, path, section or {}, overrides) from None

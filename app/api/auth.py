@@ -33,9 +33,10 @@ async def require_api_token(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "The API is off: set [app] api_token (APP__API_TOKEN) to turn it on.",
         )
-    presented = (
-        b"" if credentials is None else credentials.credentials.encode("utf-8", "surrogateescape")
-    )
+    # Both sides as ASCII bytes: the configured token is visible ASCII (AppSection refuses
+    # anything else), the header arrives stripped (HTTPBearer); a non-ASCII header cannot match.
+    token = "" if credentials is None else credentials.credentials
+    presented = token.encode("ascii") if token.isascii() else b""
     if not hmac.compare_digest(presented, expected):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
