@@ -200,6 +200,10 @@ class ReplicaSet:
         self._task: asyncio.Task[None] | None = None
         # (when first seen, primary position), oldest first: the lag clock of every replica.
         self._seen: deque[tuple[float, int]] = deque(maxlen=4096)
+        # Commit positions: the query callers wait for, and the task that runs them.
+        self._next_position: asyncio.Future[int] | None = None
+        self._position_task: asyncio.Task[None] | None = None
+        self.position_queries = 0
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings) -> ReplicaSet | None:
@@ -261,10 +265,14 @@ class ReplicaSet:
 
     async def stop(self) -> None:
         """Stop the refresher and close the replica pools."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        for task in (self._task, self._position_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._position_task = None
+        if self._next_position is not None and not self._next_position.done():
+            self._next_position.cancel()
+        self._next_position = None
         self.usable = ()
         for replica in self.replicas:
             await run_to_completion(replica.engine.dispose())
@@ -351,14 +359,44 @@ class ReplicaSet:
     # -- commit positions ------------------------------------------------------------------
 
     async def commit_position(self) -> int:
-        """A position at or past every commit that finished before this call (one round trip
-        on the primary's read engine). Raises DatabaseUnavailable if the primary is gone."""
+        """A position at or past every commit that finished before this call. Raises
+        DatabaseUnavailable if the primary is gone.
+
+        One round trip on the primary's read engine, shared by concurrent callers: a caller
+        joins the next query to *start* (one that started before its call could precede its
+        commit), so N commits finishing together cost about two queries, not N.
+        """
         if self._primary is None:
             raise DatabaseUnavailable("the replicas are not started")
-        answer = await self._ask(self._primary, _POSITION_QUERY)
-        if isinstance(answer, BaseException):
-            raise DatabaseUnavailable(f"cannot read the commit position: {summarize(answer)}")
-        return int(answer[0])
+        waiting = self._next_position
+        if waiting is None:
+            waiting = self._next_position = asyncio.get_running_loop().create_future()
+            if self._position_task is None:
+                self._position_task = asyncio.create_task(self._read_positions())
+        # shield: a cancelled caller must not cancel the answer the other callers share.
+        return await asyncio.shield(waiting)
+
+    async def _read_positions(self) -> None:
+        try:
+            while (waiting := self._next_position) is not None:
+                self._next_position = None
+                assert self._primary is not None  # commit_position() checks first
+                self.position_queries += 1
+                try:
+                    answer = await self._ask(self._primary, _POSITION_QUERY)
+                except BaseException:  # stopped meanwhile: nobody waits forever
+                    waiting.cancel()
+                    raise
+                if isinstance(answer, BaseException):
+                    error = DatabaseUnavailable(
+                        f"cannot read the commit position: {summarize(answer)}"
+                    )
+                    waiting.set_exception(error)
+                    waiting.exception()  # retrieved here too: every caller may have left
+                else:
+                    waiting.set_result(int(answer[0]))
+        finally:
+            self._position_task = None
 
     def track(self, uow: UnitOfWork) -> CommitTicket:
         """A ticket holding the position of ``uow``'s latest commit, filled right after each

@@ -319,3 +319,32 @@ async def test_stopped_replicas_fail_no_read_and_are_used_again_when_back(
     assert while_down.get(cluster.fast.port, 0) == 0 and while_down[cluster.slow.port] > 0
     assert after_back[cluster.fast.port] > 0
     assert set(both_down) == {cluster.primary.port}
+
+
+async def test_concurrent_commits_share_position_queries_and_each_sees_its_write(
+    cluster: Cluster, rows_table: str
+) -> None:
+    database = Database(replica_settings(cluster, pool_size=20))
+    await database.start()
+    replicas = replicas_of(database)
+
+    async def write() -> tuple[int, int]:
+        async with database.uow_factory() as uow:
+            ticket = replicas.track(uow)
+            row_id = (await uow.session.execute(INSERT_ROW, {"value": "many"})).scalar_one()
+        assert ticket.position is not None
+        return int(row_id), ticket.position
+
+    try:
+        before = replicas.position_queries
+        written = await asyncio.gather(*(write() for _ in range(20)))
+        queries = replicas.position_queries - before
+        for row_id, position in written:
+            value, _port = (
+                await database.reader.at(position).execute(READ_ROW, {"id": row_id})
+            ).one()
+            assert value == "many"
+    finally:
+        await database.dispose()
+    print(f"\n20 concurrent commits: {queries} position queries")
+    assert 1 <= queries < 20
