@@ -41,6 +41,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import Depends, Header, HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from db_manager.errors import DatabaseManagerError
 from db_manager.fastapi import get_uow_factory
@@ -63,9 +64,11 @@ __all__ = [
     "IDEMPOTENCY_RESPONSES",
     "REPLAYED_HEADER",
     "STORED_HEADERS",
+    "IdempotencyErrorOut",
     "IdempotentRoute",
     "IdempotentUowDep",
     "Identity",
+    "ValidationErrorOut",
     "idempotent_uow",
 ]
 
@@ -76,11 +79,34 @@ REPLAYED_HEADER: Final = "Idempotent-Replayed"
 STORED_HEADERS: Final = frozenset(
     {"content-type", "location", "etag", "last-modified", "content-language", "content-location"}
 )
-# For ``responses=`` of an idempotent route, so OpenAPI lists the statuses it adds.
+
+
+class IdempotencyErrorOut(BaseModel):
+    """The body of the 400, 409 and 422 answers this module sends."""
+
+    detail: str
+
+
+class ValidationErrorOut(BaseModel):
+    """FastAPI's own 422 body (a list of validation errors), which shares the status."""
+
+    detail: list[dict[str, Any]]
+
+
+# For ``responses=`` of an idempotent route, so OpenAPI lists the statuses it adds. The 422
+# is either FastAPI's validation answer or a reused key, so both bodies are declared.
 IDEMPOTENCY_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    400: {"description": "The Idempotency-Key header is malformed."},
-    409: {"description": "The first request with this key has not finished; retry."},
-    422: {"description": "The Idempotency-Key was already used with another request."},
+    400: {"model": IdempotencyErrorOut, "description": "The Idempotency-Key header is malformed."},
+    409: {
+        "model": IdempotencyErrorOut,
+        "description": "The first request with this Idempotency-Key has not finished; retry.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    422: {
+        "model": IdempotencyErrorOut | ValidationErrorOut,
+        "description": "The request is not valid, or its Idempotency-Key was already used "
+        "with another method, path or body.",
+    },
 }
 DEFAULT_SCOPE: Final = "anonymous"
 
