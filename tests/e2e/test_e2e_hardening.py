@@ -199,15 +199,21 @@ async def test_openapi_declares_the_bearer_scheme_and_every_status(edge: EdgeApp
     schemes = document["components"]["securitySchemes"]
     assert [(s["type"], s["scheme"]) for s in schemes.values()] == [("http", "bearer")]
     [name] = schemes
-    operations = {path: item["get"] for path, item in document["paths"].items()}
-    assert set(operations) == {
-        "/api/stats",
-        "/api/users/{telegram_id}",
-        "/api/users/{telegram_id}/payments",
+    operations = {
+        (path, method): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
     }
-    for path, operation in operations.items():
+    assert set(operations) == {
+        ("/api/stats", "get"),
+        ("/api/users/{telegram_id}", "get"),
+        ("/api/users/{telegram_id}/payments", "get"),
+        ("/api/users/{telegram_id}/premium", "post"),  # idempotency keys: 400 and 409 too
+    }
+    for (path, method), operation in operations.items():
         assert operation["security"] == [{name: []}], path
         expected = {"200", "401", "503"} | ({"404", "422"} if "{" in path else set())
+        expected |= {"400", "409"} if method == "post" else set()
         assert set(operation["responses"]) == expected, path
     # And the statuses are the ones answered: 401 without a token, 422 and 404 with it.
     assert (await edge.api("/api/stats", token=None)).status_code == 401
