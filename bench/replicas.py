@@ -145,9 +145,9 @@ async def commit_position(primary: PostgresServer, replica: Standby) -> bool:
                     replicas.track(uow)
                     await uow.session.execute(WRITE, {"id": first + offset})
 
-        before = replicas.position_queries
+        before = replicas.positions.queries
         await asyncio.gather(*(writer(100_000 + 100 * index) for index in range(16)))
-        shared = (replicas.position_queries - before) / (16 * 20)
+        shared = (replicas.positions.queries - before) / (16 * 20)
     finally:
         await database.dispose()
         await counter.stop()

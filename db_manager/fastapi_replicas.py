@@ -24,6 +24,7 @@ replicas configured the dependencies are the plain ones: no header, no extra rou
 A malformed header is answered 400 with one line.
 """
 
+# ruff: noqa: E402 - the extra is checked before FastAPI is imported (db_manager/_extras.py)
 from __future__ import annotations
 
 from db_manager._extras import require
@@ -40,8 +41,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db_manager.database import Database
 from db_manager.fastapi import get_database, get_uow_factory
+from db_manager.positions import CommitTicket, format_position, parse_position
 from db_manager.reader import Reader
-from db_manager.replicas import CommitTicket, format_position, parse_position
 from db_manager.uow import UnitOfWork
 
 __all__ = [

@@ -27,20 +27,17 @@ Contract:
 * **Reads spread round robin over usable replicas**; a read failing on one with a connection
   error marks it unusable (until a refresh finds it healthy) and is retried on the next one,
   then on the primary's read engine, which also serves when no replica is usable.
-* **Read-your-writes by position.** A commit position is the primary's
-  ``pg_current_wal_insert_lsn()`` read *after* COMMIT returned (taken before COMMIT it would
-  precede the commit record): one extra round trip, so it is opt-in (:meth:`ReplicaSet.track`).
-  ``reader.at(position)`` is served only by a replica whose known replay position is at or
-  past it, else by the primary.
-* Positions travel as PostgreSQL's own text form (``16/B374D848``); clients treat them as
-  opaque.
+* **Read-your-writes by position** (:mod:`db_manager.positions`: opt-in, one round trip
+  after COMMIT, shared by concurrent commits). ``reader.at(position)`` is served only by a
+  replica whose known replay position is at or past it, else by the primary. Right after a
+  write that is usually the primary: a replica qualifies once a refresh has seen it replay
+  the position (within one refresh interval).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -55,6 +52,13 @@ from db_manager.cancellation import run_to_completion
 from db_manager.config import DatabaseSettings
 from db_manager.engine import create_replica_engine
 from db_manager.errors import ConfigError, DatabaseUnavailable, summarize
+from db_manager.positions import (
+    POSITION_QUERY,
+    CommitPositions,
+    CommitTicket,
+    format_position,
+    parse_position,
+)
 from db_manager.uow import UnitOfWork
 
 __all__ = [
@@ -69,24 +73,9 @@ __all__ = [
 log = structlog.get_logger("db_manager.replicas")
 
 _PRIMARY_QUERY: Final = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
-_POSITION_QUERY: Final = "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"
 _REPLICA_QUERY: Final = (
     "SELECT pg_is_in_recovery(), (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint"
 )
-_POSITION_TEXT: Final = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
-
-
-def format_position(position: int) -> str:
-    """``position`` (a WAL byte offset) in PostgreSQL's ``pg_lsn`` text form."""
-    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
-
-
-def parse_position(text: str) -> int:
-    """The WAL byte offset of a ``pg_lsn`` text; ValueError with a sentence if it is not one."""
-    if not _POSITION_TEXT.fullmatch(text):
-        raise ValueError("not a commit position (expected the form 16/B374D848)")
-    high, low = text.split("/")
-    return (int(high, 16) << 32) | int(low, 16)
 
 
 def replica_urls(settings: DatabaseSettings) -> list[URL]:
@@ -160,21 +149,6 @@ class Replica:
         return f"<Replica {self.name} {self.state}>"
 
 
-class CommitTicket:
-    """Filled after each commit of the unit of work it tracks (see :meth:`ReplicaSet.track`):
-    ``position`` is then at or past that commit; None before the first commit, or if the
-    primary could not be asked (the commit itself stands)."""
-
-    __slots__ = ("position",)
-
-    def __init__(self) -> None:
-        self.position: int | None = None
-
-    @property
-    def text(self) -> str | None:
-        return None if self.position is None else format_position(self.position)
-
-
 class ReplicaSet:
     """The replicas of one process: their engines, their state, and the refresher task."""
 
@@ -200,10 +174,7 @@ class ReplicaSet:
         self._task: asyncio.Task[None] | None = None
         # (when first seen, primary position), oldest first: the lag clock of every replica.
         self._seen: deque[tuple[float, int]] = deque(maxlen=4096)
-        # Commit positions: the query callers wait for, and the task that runs them.
-        self._next_position: asyncio.Future[int] | None = None
-        self._position_task: asyncio.Task[None] | None = None
-        self.position_queries = 0
+        self.positions = CommitPositions(self._ask_position)
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings) -> ReplicaSet | None:
@@ -265,14 +236,11 @@ class ReplicaSet:
 
     async def stop(self) -> None:
         """Stop the refresher and close the replica pools."""
-        for task in (self._task, self._position_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._task = self._position_task = None
-        if self._next_position is not None and not self._next_position.done():
-            self._next_position.cancel()
-        self._next_position = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.positions.stop()
         self.usable = ()
         for replica in self.replicas:
             await run_to_completion(replica.engine.dispose())
@@ -338,6 +306,11 @@ class ReplicaSet:
         answer = await self._ask(self._primary, _PRIMARY_QUERY)
         return None if isinstance(answer, BaseException) else int(answer[0])
 
+    async def _ask_position(self) -> tuple[Any, ...] | BaseException:
+        if self._primary is None:
+            return DatabaseUnavailable("the replicas are not started")
+        return await self._ask(self._primary, POSITION_QUERY)
+
     async def _ask(self, engine: AsyncEngine, query: str) -> tuple[Any, ...] | BaseException:
         """One row of ``query`` within ``check_timeout``, or the exception; never raises."""
         for attempt in (1, 2):
@@ -356,64 +329,15 @@ class ReplicaSet:
                 return exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # -- commit positions ------------------------------------------------------------------
+    # -- commit positions (db_manager.positions) ------------------------------------------
 
     async def commit_position(self) -> int:
-        """A position at or past every commit that finished before this call. Raises
-        DatabaseUnavailable if the primary is gone.
-
-        One round trip on the primary's read engine, shared by concurrent callers: a caller
-        joins the next query to *start* (one that started before its call could precede its
-        commit), so N commits finishing together cost about two queries, not N.
-        """
-        if self._primary is None:
-            raise DatabaseUnavailable("the replicas are not started")
-        waiting = self._next_position
-        if waiting is None:
-            waiting = self._next_position = asyncio.get_running_loop().create_future()
-            if self._position_task is None:
-                self._position_task = asyncio.create_task(self._read_positions())
-        # shield: a cancelled caller must not cancel the answer the other callers share.
-        return await asyncio.shield(waiting)
-
-    async def _read_positions(self) -> None:
-        try:
-            while (waiting := self._next_position) is not None:
-                self._next_position = None
-                assert self._primary is not None  # commit_position() checks first
-                self.position_queries += 1
-                try:
-                    answer = await self._ask(self._primary, _POSITION_QUERY)
-                except BaseException:  # stopped meanwhile: nobody waits forever
-                    waiting.cancel()
-                    raise
-                if isinstance(answer, BaseException):
-                    error = DatabaseUnavailable(
-                        f"cannot read the commit position: {summarize(answer)}"
-                    )
-                    waiting.set_exception(error)
-                    waiting.exception()  # retrieved here too: every caller may have left
-                else:
-                    waiting.set_result(int(answer[0]))
-        finally:
-            self._position_task = None
+        """See :meth:`CommitPositions.current`."""
+        return await self.positions.current()
 
     def track(self, uow: UnitOfWork) -> CommitTicket:
-        """A ticket holding the position of ``uow``'s latest commit, filled right after each
-        commit (an ``on_commit`` callback: one round trip per commit, only for tracked units
-        of work)."""
-        ticket = CommitTicket()
-
-        async def fill() -> None:
-            try:
-                ticket.position = await self.commit_position()
-            except DatabaseUnavailable as exc:
-                log.warning("commit position unavailable", error=str(exc))
-            if not uow.closed:  # an explicit commit inside the block: follow the next one too
-                uow.on_commit(fill)
-
-        uow.on_commit(fill)
-        return ticket
+        """See :meth:`CommitPositions.track`."""
+        return self.positions.track(uow)
 
     # -- status ----------------------------------------------------------------------------
 

@@ -336,9 +336,9 @@ async def test_concurrent_commits_share_position_queries_and_each_sees_its_write
         return int(row_id), ticket.position
 
     try:
-        before = replicas.position_queries
+        before = replicas.positions.queries
         written = await asyncio.gather(*(write() for _ in range(20)))
-        queries = replicas.position_queries - before
+        queries = replicas.positions.queries - before
         for row_id, position in written:
             value, _port = (
                 await database.reader.at(position).execute(READ_ROW, {"id": row_id})
