@@ -151,7 +151,9 @@ class Database(DatabaseInterface, Generic[U]):
             await self.dispose()
             raise
         if replicas is not None:
-            self._replicas, self._reader = replicas, None
+            stale, self._replicas, self._reader = self._reader, replicas, None
+            if stale is not None:  # built before the replicas were known (by a ping?)
+                await stale.dispose()
             await replicas.start(self.reader.engine)
 
     @property
