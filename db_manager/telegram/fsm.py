@@ -28,6 +28,8 @@ Contract:
   and ``RedisEventIsolation`` adds nothing but a round trip. What the row lock does not
   serialize: work a handler does before its first storage access (none with the nested FSM
   middleware, which reads the state first) and Bot API calls, which no rollback undoes.
+  Two updates that lock two keys in opposite orders deadlock; PostgreSQL aborts one, which
+  leaves as a transient error (the webhook answers 503 and Telegram retries it).
 * **Cost.** Rows are cached per key in the transaction: lock+read once, write once, just
   before COMMIT (a class-level ``before_commit`` listener). A handler that reads and sets
   state and data adds two statements and no transaction. A savepoint rolled back does not
