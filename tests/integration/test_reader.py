@@ -300,8 +300,9 @@ async def test_the_read_engine_is_autocommit_without_pre_ping_or_statement_hooks
     assert engine is not database.engine
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
+        assert raw.dbapi_connection is not None
         assert engine.dialect.detect_autocommit_setting(raw.dbapi_connection) is True
-    assert engine.pool._pre_ping is False  # type: ignore[attr-defined]
+    assert engine.pool._pre_ping is False
     # No connection-level event listener: statements run without any hook.
     assert engine.sync_engine._has_events is False
 
@@ -367,7 +368,7 @@ async def test_a_closed_port_raises_database_unavailable_for_every_call() -> Non
 async def test_ping_gives_up_within_its_timeout_when_the_read_pool_is_exhausted(
     db_settings: DatabaseSettings,
 ) -> None:
-    settings = db_settings.model_copy(update={"pool_size": 1, "max_overflow": 0})
+    settings = db_settings.model_copy(update={"read_pool_size": 1, "read_max_overflow": 0})
     reader = Reader.from_settings(settings)
     try:
         async with reader.engine.connect():  # hold the only connection
