@@ -3,6 +3,7 @@
 python -m app run [--host H] [--port P] [--workers N]
 python -m app set-webhook
 python -m app prune-updates [--days N]
+python -m app prune-idempotency-keys
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("set-webhook", help="register the webhook with Telegram (once per deploy)")
     prune = commands.add_parser("prune-updates", help="delete old processed-update records")
     prune.add_argument("--days", type=float, default=3.0)
+    commands.add_parser("prune-idempotency-keys", help="delete expired idempotency keys of the API")
     db = commands.add_parser("db", help="schema migrations (Alembic)")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="upgrade to a revision (default head)")
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_set_webhook(settings))
         if args.command == "prune-updates":
             return asyncio.run(_prune(settings, args.days))
+        if args.command == "prune-idempotency-keys":
+            return asyncio.run(_prune_idempotency_keys(settings))
         if args.command == "db":
             return _db(settings, args)
     except DatabaseManagerError as exc:
@@ -112,6 +116,20 @@ async def _prune(settings: Settings, days: float) -> int:
     finally:
         await database.dispose()
     print(f"deleted {deleted} update records")
+    return 0
+
+
+async def _prune_idempotency_keys(settings: Settings) -> int:
+    from db_manager.idempotency import prune_idempotency_keys
+
+    database = Database(settings.database)
+    await database.start()
+    try:
+        async with database.uow_factory() as uow:
+            deleted = await prune_idempotency_keys(uow.session)
+    finally:
+        await database.dispose()
+    print(f"deleted {deleted} expired idempotency keys")
     return 0
 
 

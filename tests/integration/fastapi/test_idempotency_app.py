@@ -7,23 +7,31 @@ the first answer back, and OpenAPI declares the route with every status it can a
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 
 from app.config import AppSection, Settings
 from app.main import create_app
 from app.models import User
 from db_manager import DatabaseSettings, create_engine
+from db_manager.idempotency import IdempotencyKey
 from db_manager.telegram import TelegramSettings
 from tests.support.asgi import running
 from tests.support.telegram import RecordingSession
 
+ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "idem-api-token-0123456789"
 USER = 7_100_001
 PATH = f"/api/users/{USER}/premium"
@@ -112,3 +120,54 @@ async def test_openapi_declares_the_write_route_its_key_and_its_statuses(
     assert header["name"] == "Idempotency-Key" and header["required"] is False
     assert operation["security"] == [{"api_token": []}]
     assert "Retry-After" in operation["responses"]["409"]["headers"]
+
+
+async def test_the_prune_command_deletes_expired_keys_only(tmp_path: Path) -> None:
+    database = tmp_path / "prune.sqlite3"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\ndriver = "sqlite+aiosqlite"\ndatabase = "{database}"\n')
+    engine = create_engine(DatabaseSettings(driver="sqlite+aiosqlite", database=str(database)))
+    now = dt.datetime.now(dt.UTC)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(IdempotencyKey.__table__.create)  # type: ignore[attr-defined]
+            await conn.execute(
+                insert(IdempotencyKey),
+                [
+                    {
+                        "scope": "s",
+                        "key": name,
+                        "request_hash": "h",
+                        "created_at": now,
+                        "expires_at": now + dt.timedelta(hours=hours),
+                    }
+                    for name, hours in (("expired", -1), ("live", 1))
+                ],
+            )
+    finally:
+        await engine.dispose()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(("DATABASE__", "APP__", "BOT__", "CONFIG_FILE"))
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app", "--config", str(config), "prune-idempotency-keys"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deleted 1 expired idempotency keys" in result.stdout
+    engine = create_engine(DatabaseSettings(driver="sqlite+aiosqlite", database=str(database)))
+    try:
+        async with engine.connect() as conn:
+            left = (await conn.execute(select(IdempotencyKey.key))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert left == ["live"]
