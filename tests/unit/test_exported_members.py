@@ -20,6 +20,8 @@ MODULES = [
     "db_manager.cancellation",
     "db_manager.reader",
     "db_manager.fastapi",
+    "db_manager.idempotency",
+    "db_manager.fastapi_idempotency",
     "db_manager.telegram",
     "db_manager.telegram.settings",
     "db_manager.telegram.middleware",

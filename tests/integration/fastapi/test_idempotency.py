@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -309,3 +311,18 @@ async def test_an_expired_key_is_treated_as_new_and_prune_deletes_expired_keys(
             assert await prune_idempotency_keys(uow.session, now=later) == 2
     assert await count(settings, keys()) == 0
     assert await count(settings, charges()) == 3
+
+
+def test_the_key_table_joins_base_metadata_only_when_imported_without_fastapi() -> None:
+    code = (
+        "import sys, db_manager\n"
+        "print('before', 'db_manager__idempotency_keys' in db_manager.Base.metadata.tables)\n"
+        "import db_manager.idempotency\n"
+        "print('after', 'db_manager__idempotency_keys' in db_manager.Base.metadata.tables)\n"
+        "print('frameworks', [m for m in ('fastapi', 'starlette') if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["before False", "after True", "frameworks []"]
