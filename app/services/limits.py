@@ -6,7 +6,8 @@ PostgreSQL refuses NUL in text, ``VARCHAR(n)`` refuses longer strings on Postgre
 SQLite stores them silently. So values are checked where they enter (the bot's edge
 middleware and these helpers, called by the services before their first statement):
 
-* ids: a Telegram user id is in ``1 .. 2**63 - 1``, an update id in ``0 .. 2**63 - 1``;
+* ids: a Telegram user id is in ``1 .. 2**63 - 1``, an update id in ``0 .. 2**63 - 1``,
+  chat and thread ids (keys of the conversation state) within a BIGINT;
 * display text (names, message logs): NUL removed, cut to the column's length;
 * identifiers that must stay exact (payment payloads and charge ids, referral codes,
   currencies): refused with :class:`InvalidInput` when they do not fit, never cut.
@@ -29,6 +30,7 @@ __all__ = [
     "MESSAGE_TEXT_MAX_LENGTH",
     "clean_text",
     "column_length",
+    "is_bigint",
     "is_telegram_user_id",
     "is_update_id",
     "require_amount",
@@ -50,6 +52,11 @@ def column_length(column: InstrumentedAttribute[Any]) -> int:
     if not isinstance(type_, String) or type_.length is None:
         raise TypeError(f"{column} is not a String(n) column")
     return type_.length
+
+
+def is_bigint(value: int) -> bool:
+    """Whether a BIGINT column can hold ``value`` (chat ids, thread ids)."""
+    return -BIGINT_MAX - 1 <= value <= BIGINT_MAX
 
 
 def is_telegram_user_id(value: int) -> bool:

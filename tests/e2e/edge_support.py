@@ -142,7 +142,7 @@ def tracebacks(structlog_entries: list[dict[str, Any]], records: list[Any]) -> l
     """The log entries (structlog's, and the standard library's records) that carry a
     traceback or are errors."""
     found = [
-        str(entry.get("event"))
+        " ".join(str(entry.get(key, "")) for key in ("event", "error_type", "error"))[:300]
         for entry in structlog_entries
         if entry.get("exc_info")
         or "exception" in entry
