@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from aiogram import Dispatcher
+from aiogram.fsm.scene import SceneRegistry
 from aiogram.fsm.storage.base import BaseStorage
 
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
@@ -56,9 +57,11 @@ def nest_fsm(dispatcher: Dispatcher, uow_factory: UnitOfWorkFactory[Any]) -> Non
     the (inner) unit-of-work middleware and reads the state there: that read would open a
     transaction of its own. Moved to the inner chain, registered after ours, it reads the
     state in the update's transaction; routers, filters and handlers see the same ``state``
-    and ``raw_state`` as before. Outer ``update`` middlewares registered after it (they may
-    need ``state``: ``SceneRegistry(dispatcher)`` adds one) move with it, in order. Call it
-    after registering the unit-of-work middleware (``setup_dispatcher`` does).
+    and ``raw_state`` as before. The outer ``update`` middleware of a
+    ``SceneRegistry(dispatcher)`` needs ``state`` and moves with it; other outer middlewares
+    stay where they are and so now run before the FSM one (an input check there still runs
+    before any statement). Call it after registering the unit-of-work middleware
+    (``setup_dispatcher`` does).
     """
     fsm = dispatcher.fsm
     if not isinstance(fsm.storage, UnitOfWorkStorage):
@@ -66,8 +69,8 @@ def nest_fsm(dispatcher: Dispatcher, uow_factory: UnitOfWorkFactory[Any]) -> Non
     fsm.storage.uow_factory = uow_factory
     outer, inner = dispatcher.update.outer_middleware, dispatcher.update.middleware
     if fsm in outer:
-        # Moved once: from aiogram's FSM middleware to the end of the outer chain.
-        moved = list(outer)[list(outer).index(fsm) :]
+        scenes = [m for m in outer if isinstance(getattr(m, "__self__", None), SceneRegistry)]
+        moved: list[Any] = [fsm, *scenes]
         for middleware in moved:
             outer.unregister(middleware)
         fsm.storage.nested_middlewares = moved
