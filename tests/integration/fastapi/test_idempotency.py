@@ -20,12 +20,13 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import MetaData, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.pool import NullPool
+from structlog.testing import capture_logs
 
 from db_manager import NAMING_CONVENTION, Base, DatabaseSettings, UnitOfWork
 from db_manager.fastapi import database_lifespan, install_error_handlers
@@ -113,7 +114,25 @@ def build_app(settings: DatabaseSettings) -> FastAPI:
             raise RuntimeError("a bug after the write")
         return response
 
+    @router.post("/charges/early-commit", status_code=201)
+    async def early_commit(body: ChargeIn, uow: IdemUowDep, request: Request) -> JSONResponse:
+        response = await charge(body, uow, request)
+        await uow.commit()  # commits the key without its response: repeats now get 409
+        await asyncio.sleep(0.5)
+        return response
+
+    @router.post("/charges/stream")
+    async def stream(uow: IdemUowDep) -> StreamingResponse:
+        uow.session.add(Charge(account=9, amount=9))
+        await uow.session.flush()
+        return StreamingResponse(iter([b"cannot be stored"]))
+
     app.include_router(router)
+
+    @app.post("/charges/plain-route")
+    async def plain_route(uow: IdemUowDep) -> dict[str, str]:
+        return {"status": "never"}
+
     return app
 
 
@@ -326,3 +345,57 @@ def test_the_key_table_joins_base_metadata_only_when_imported_without_fastapi() 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["before False", "after True", "frameworks []"]
+
+
+# -- the edges --------------------------------------------------------------------------------------
+
+
+async def test_a_repeat_after_an_early_commit_is_409_with_retry_after_then_replayed(
+    db_settings: DatabaseSettings,
+) -> None:
+    settings = db_settings.model_copy(update={"create_tables": True})
+    async with running(settings) as (app, client):
+        first = asyncio.create_task(
+            client.post("/charges/early-commit", json=BODY, headers=key("early"))
+        )
+        await asyncio.sleep(0.25)  # the first has committed its key and is still running
+        during = await client.post("/charges/early-commit", json=BODY, headers=key("early"))
+        original = await first
+        after = await client.post("/charges/early-commit", json=BODY, headers=key("early"))
+
+    assert during.status_code == 409 and during.headers["Retry-After"] == "1"
+    assert "has not finished" in during.json()["detail"]
+    assert original.status_code == after.status_code == 201
+    assert after.content == original.content and after.headers["Idempotent-Replayed"] == "true"
+    assert app.state.calls == 1
+    assert await count(settings, charges()) == 1
+
+
+async def test_a_streaming_answer_cannot_be_stored_and_rolls_back(
+    db_settings: DatabaseSettings,
+) -> None:
+    settings = db_settings.model_copy(update={"create_tables": True})
+    async with running(settings) as (_app, client):
+        with capture_logs() as logs:
+            answer = await client.post("/charges/stream", headers=key("stream"))
+
+    assert answer.status_code == 500
+    assert [e["error_type"] for e in logs if e["event"] == "unhandled error"] == [
+        "IdempotencyError"
+    ]
+    assert await count(settings, charges()) == 0
+    assert await count(settings, keys()) == 0
+
+
+async def test_the_dependency_on_a_route_of_another_class_fails_loudly(
+    db_settings: DatabaseSettings,
+) -> None:
+    settings = db_settings.model_copy(update={"create_tables": True})
+    async with running(settings) as (_app, client):
+        with capture_logs() as logs:
+            answer = await client.post("/charges/plain-route")
+
+    assert answer.status_code == 500
+    assert [e["error_type"] for e in logs if e["event"] == "unhandled error"] == [
+        "DatabaseManagerError"
+    ]
