@@ -22,7 +22,7 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy db_manager app
+	$(VENV)/bin/mypy db_manager app tests
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -44,7 +44,7 @@ async def populate(deployment: Deployment) -> None:
 
 async def test_api_without_or_with_a_wrong_token_is_401(deployment: Deployment) -> None:
     await deployment.deliver(start_update(user_id=USER_A))
-    headers_cases: list[dict[str, str | bytes]] = [
+    headers_cases: list[dict[str, str] | dict[bytes, bytes]] = [
         {},
         {"Authorization": "Bearer wrong-token"},
         {"Authorization": f"Bearer {API_TOKEN}x"},
@@ -52,8 +52,8 @@ async def test_api_without_or_with_a_wrong_token_is_401(deployment: Deployment) 
         {"Authorization": f"Basic {API_TOKEN}"},
         {"Authorization": API_TOKEN},
         {"Authorization": "Bearer "},
-        {"Authorization": "Bearer ünïcode".encode()},
-        {"Authorization": b"Bearer \xff\xfe"},
+        {b"Authorization": "Bearer ünïcode".encode()},
+        {b"Authorization": b"Bearer \xff\xfe"},
     ]
     for path in API_PATHS:
         for headers in headers_cases:

@@ -104,11 +104,11 @@ async def test_buy_pre_checkout_and_pay_once(deployment: Deployment, story: Stor
     paid = successful_payment_update(
         user_id=USER_B, payload=payload, amount=PRICE_XTR, currency="XTR", charge_id=CHARGE_ID
     )
-    answer = await deployment.deliver(paid)
-    assert answer is not None
-    assert answer["method"] == "sendMessage"
-    assert answer["chat_id"] == USER_B
-    assert "unlocked" in answer["text"]
+    thanks = await deployment.deliver(paid)
+    assert thanks is not None
+    assert thanks["method"] == "sendMessage"
+    assert thanks["chat_id"] == USER_B
+    assert "unlocked" in thanks["text"]
     b = await deployment.user_row_id(USER_B)
     expected = [(b, PRICE_XTR, "XTR", payload, CHARGE_ID, "paid")]
     assert await payments(deployment) == expected

@@ -38,7 +38,7 @@ from aiogram import Dispatcher, Router
 from aiogram.types import Message, Update
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, MetaData, String, UniqueConstraint, select, text, update
+from sqlalchemy import BigInteger, MetaData, String, UniqueConstraint, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.pool import NullPool
@@ -138,17 +138,17 @@ async def prepare_database(
             await conn.run_sync(TelegramUpdate.__table__.create, checkfirst=True)  # type: ignore[attr-defined]
             if items:
                 await conn.execute(
-                    Item.__table__.insert(),
+                    insert(Item),
                     [{"id": i, "name": f"item-{i}", "counter": 0} for i in range(1, items + 1)],
                 )
             if accounts:
                 await conn.execute(
-                    Account.__table__.insert(),
+                    insert(Account),
                     [{"id": i, "balance": 0} for i in range(1, accounts + 1)],
                 )
             if seed_keys:
                 await conn.execute(
-                    Ledger.__table__.insert(),
+                    insert(Ledger),
                     [{"key": f"seed-{i}", "account": 1, "amount": 0} for i in range(seed_keys)],
                 )
     finally:
@@ -200,7 +200,11 @@ class CancelOnDisconnect:
                     return
 
         watcher = asyncio.create_task(watch())
-        handler = asyncio.create_task(self.app(scope, inbox.get, send))
+
+        async def handle() -> None:
+            await self.app(scope, inbox.get, send)
+
+        handler = asyncio.create_task(handle())
         try:
             await asyncio.wait({watcher, handler}, return_when=asyncio.FIRST_COMPLETED)
             if not handler.done():
@@ -256,7 +260,7 @@ def build_dispatcher() -> Dispatcher:
 
 
 def telegram_settings() -> TelegramSettings:
-    return TelegramSettings(token=BOT_TOKEN, webhook_secret=WEBHOOK_SECRET)  # type: ignore[arg-type]
+    return TelegramSettings(token=BOT_TOKEN, webhook_secret=WEBHOOK_SECRET)
 
 
 # -- the app ---------------------------------------------------------------------------------------

@@ -435,7 +435,7 @@ class CommitCuttingProxy:
         self.replies_dropped = 0
         self.messages: list[tuple[str, str]] = []  # (type, text) of the last messages, for asserts
         self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.WriteTransport] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def arm(self, count: int = 1) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ ROUNDS = 10
 CONCURRENCY = 40
 
 
-def prepared_statement_errors(logs: list[dict[str, Any]]) -> list[str]:
+def prepared_statement_errors(logs: list[MutableMapping[str, Any]]) -> list[str]:
     return [
         str(entry.get("error"))
         for entry in logs
@@ -42,7 +43,7 @@ def prepared_statement_errors(logs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-async def run_load(settings: Any) -> tuple[Counter[int], list[dict[str, Any]], int]:
+async def run_load(settings: Any) -> tuple[Counter[int], list[MutableMapping[str, Any]], int]:
     app = build_app(settings)
     statuses: Counter[int] = Counter()
     with capture_logs() as logs:

@@ -145,7 +145,7 @@ SLOW_COMMIT = [
     # A deferred constraint trigger runs at COMMIT: the COMMIT itself takes a second.
     "CREATE FUNCTION tests__slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
     "$$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$",
-    f"CREATE CONSTRAINT TRIGGER tests__slow_commit AFTER INSERT ON {Item.__table__.name} "
+    f"CREATE CONSTRAINT TRIGGER tests__slow_commit AFTER INSERT ON {Item.__tablename__} "
     "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tests__slow_commit()",
 ]
 

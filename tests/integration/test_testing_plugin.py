@@ -65,8 +65,8 @@ def dbm_settings(
 @pytest.fixture
 def dbm_app(dbm_settings: DatabaseSettings) -> Any:
     settings = Settings(
-        app=AppSection(api_token=API_TOKEN),  # type: ignore[arg-type]
-        bot=TelegramSettings(token=BOT_TOKEN, webhook_secret=WEBHOOK_SECRET),  # type: ignore[arg-type]
+        app=AppSection(api_token=API_TOKEN),
+        bot=TelegramSettings(token=BOT_TOKEN, webhook_secret=WEBHOOK_SECRET),
         database=dbm_settings,
     )
     return create_app(settings, bot_session=RecordingSession(), configure_logs=False)

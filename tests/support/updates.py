@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
+from typing import Any, overload
 
 __all__ = [
     "BOT_ID",
@@ -64,8 +64,14 @@ def next_update_id() -> int:
     return next(_update_ids)
 
 
-def secret_header(secret: str | bytes = WEBHOOK_SECRET) -> dict[str, str | bytes]:
-    """The header Telegram sends with every webhook request."""
+@overload
+def secret_header(secret: str = WEBHOOK_SECRET) -> dict[str, str]: ...
+@overload
+def secret_header(secret: bytes) -> dict[str, bytes]: ...
+def secret_header(secret: str | bytes = WEBHOOK_SECRET) -> dict[str, str] | dict[str, bytes]:
+    """The header Telegram sends with every webhook request (bytes: sent as they are)."""
+    if isinstance(secret, bytes):
+        return {"X-Telegram-Bot-Api-Secret-Token": secret}
     return {"X-Telegram-Bot-Api-Secret-Token": secret}
 
 

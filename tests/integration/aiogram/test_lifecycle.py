@@ -153,6 +153,7 @@ async def test_with_no_token_the_app_serves_http_and_the_webhook_answers_404(
 
 async def test_the_bot_lifespan_outside_the_database_lifespan_fails_at_start() -> None:
     """Misnested lifespans are a wiring error, reported at start, not at the first update."""
+    from collections.abc import AsyncIterator
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
@@ -164,7 +165,7 @@ async def test_the_bot_lifespan_outside_the_database_lifespan_fails_at_start() -
     tg = telegram_lifespan(telegram_settings(), dispatcher, session=RecordingSession())
 
     @asynccontextmanager
-    async def only_the_bot(app: FastAPI):  # type: ignore[no-untyped-def]
+    async def only_the_bot(app: FastAPI) -> AsyncIterator[None]:
         async with tg(app):
             yield
 
