@@ -1,6 +1,9 @@
-"""How a settings ``ValidationError`` becomes one :class:`ConfigError` line with no secret in it.
+"""How a config mistake becomes one :class:`ConfigError` line, with no secret in it.
 
-Two layers, so that no validator (ours, an app's, or pydantic's own) can leak a secret:
+A top-level name of the file that no section claims is named with the known sections
+(:func:`unknown_sections`). A settings ``ValidationError`` is turned into one line
+(:func:`validation_error`) in two layers, so that no validator (ours, an app's, or
+pydantic's own) can leak a secret:
 
 1. **What is echoed.** The input pydantic attaches to an error is quoted (``got ...``) only
    for a field that is not secret. Never for a secret field, and never for a section-level
@@ -26,9 +29,9 @@ from pydantic import SecretBytes, SecretStr, ValidationError
 from db_manager.errors import ConfigError
 
 if TYPE_CHECKING:
-    from db_manager.config import SectionSettings
+    from db_manager.config import ConfigFile, SectionSettings
 
-__all__ = ["secret_values", "settings_error", "validation_error"]
+__all__ = ["secret_values", "settings_error", "unknown_sections", "validation_error"]
 
 MASK = "***"
 # Shorter fragments are not scrubbed: they would garble every message (a 3-character
@@ -87,6 +90,27 @@ def settings_error(
     return ConfigError(
         scrub(message, secret_values(cls, section, overrides)),
         source=str(path) if path else None,
+    )
+
+
+def unknown_sections(config: ConfigFile, known: set[str]) -> ConfigError | None:
+    """The error for top-level names of the file that no section claims, if there are any."""
+    unknown = [name for name in config.data if name not in known]
+    if not unknown:
+        return None
+    tables = [f"[{name}]" for name in unknown if isinstance(config.data[name], dict)]
+    keys = [name for name in unknown if not isinstance(config.data[name], dict)]
+    problems = []
+    if tables:
+        problems.append(f"unknown section{'s' if len(tables) > 1 else ''} {', '.join(tables)}")
+    if keys:
+        # A value above the first [section]: every setting belongs in a section.
+        problems.append(f"unknown top-level key{'s' if len(keys) > 1 else ''} {', '.join(keys)}")
+    listed = ", ".join(f"[{name}]" for name in sorted(known))
+    return ConfigError(
+        f"{config.path}: {'; '.join(problems)}; known sections: {listed}",
+        source=str(config.path),
+        key=unknown[0],
     )
 
 

@@ -33,7 +33,7 @@ from pydantic_settings import (
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from db_manager._config_errors import settings_error, validation_error
+from db_manager._config_errors import settings_error, unknown_sections, validation_error
 from db_manager.errors import ConfigError
 
 __all__ = [
@@ -373,28 +373,10 @@ def load_sections(
     """
     config = read_config(config_file)
     if config is not None:
-        _check_sections(config, {cls.section for cls in classes} | set(extra_sections))
+        error = unknown_sections(config, {cls.section for cls in classes} | set(extra_sections))
+        if error is not None:
+            raise error
     return tuple(_load(cls, config, {}) for cls in classes)
-
-
-def _check_sections(config: ConfigFile, known: set[str]) -> None:
-    unknown = [name for name in config.data if name not in known]
-    if not unknown:
-        return
-    tables = [f"[{name}]" for name in unknown if isinstance(config.data[name], dict)]
-    keys = [name for name in unknown if not isinstance(config.data[name], dict)]
-    problems = []
-    if tables:
-        problems.append(f"unknown section{'s' if len(tables) > 1 else ''} {', '.join(tables)}")
-    if keys:
-        # A value above the first [section]: every setting belongs in a section.
-        problems.append(f"unknown top-level key{'s' if len(keys) > 1 else ''} {', '.join(keys)}")
-    listed = ", ".join(f"[{name}]" for name in sorted(known))
-    raise ConfigError(
-        f"{config.path}: {'; '.join(problems)}; known sections: {listed}",
-        source=str(config.path),
-        key=unknown[0],
-    )
 
 
 def _load(
