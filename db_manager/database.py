@@ -27,6 +27,7 @@ from db_manager.errors import (
     SchemaError,
     as_unavailable,
     is_connection_error,
+    summarize,
 )
 from db_manager.reader import Reader
 from db_manager.replicas import ReplicaSet
@@ -227,13 +228,23 @@ class Database(DatabaseInterface, Generic[U]):
                 raise
 
     async def create_all(self) -> None:
+        """Create the missing tables in one transaction; safe when several processes start at
+        once: on PostgreSQL they take turns on an advisory lock, so each later one finds the
+        tables made (two concurrent CREATE TABLE of one name collide in ``pg_type``).
+
+        Raises ``SchemaError`` (one line) or ``DatabaseUnavailable``.
+        """
         try:
             async with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Transaction-scoped: released by the COMMIT that makes the tables
+                    # visible, also behind PgBouncer's transaction pooling. Per database.
+                    await conn.execute(_CREATE_ALL_LOCK)
                 await conn.run_sync(self.metadata.create_all, checkfirst=True)
         except Exception as exc:
             if is_connection_error(exc):
                 raise as_unavailable(exc) from exc
-            raise SchemaError(f"creating tables failed: {exc}") from exc
+            raise SchemaError(f"creating tables failed: {summarize(exc, with_type=True)}") from exc
         log.info("tables created", tables=sorted(self.metadata.tables))
 
     async def drop_all(self) -> None:
@@ -243,7 +254,7 @@ class Database(DatabaseInterface, Generic[U]):
         except Exception as exc:
             if is_connection_error(exc):
                 raise as_unavailable(exc) from exc
-            raise SchemaError(f"dropping tables failed: {exc}") from exc
+            raise SchemaError(f"dropping tables failed: {summarize(exc, with_type=True)}") from exc
         log.info("tables dropped", tables=sorted(self.metadata.tables))
 
     async def ping(self, within: float = 2.0) -> float:
@@ -269,4 +280,7 @@ class Database(DatabaseInterface, Generic[U]):
 
 
 _SELECT_1 = text("SELECT 1")
+# pg_advisory_xact_lock's key for create_all: a fixed 64-bit number (the first 8 bytes of
+# sha256("db_manager.create_all"), signed), so every process and version agrees on it.
+_CREATE_ALL_LOCK = text("SELECT pg_advisory_xact_lock(721373139434314742)")
 _READ_ONLY_BEGIN = {SQLITE_BEGIN_OPTION: "DEFERRED"}

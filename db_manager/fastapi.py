@@ -196,6 +196,9 @@ def health_router(*, prefix: str = "/health", ready_timeout: float = 1.0) -> API
     ``ready_timeout`` bounds the whole check, connecting included: a server that accepts
     connections and never answers still gets a 503 after that long (1 s by default, well
     inside the 2 s that probes and load balancers usually allow).
+
+    The probe is unauthenticated, so a 503 names no cause (``"reason": "database
+    unavailable"``); the driver's message (role, host, why) goes to the log as a warning.
     """
     router = APIRouter()
 
@@ -211,7 +214,8 @@ def health_router(*, prefix: str = "/health", ready_timeout: float = 1.0) -> API
             # main pool is exhausted by slow requests.
             latency = await database.reader.ping(within=ready_timeout)
         except DatabaseUnavailable as exc:
-            return _not_ready(str(exc))
+            log.warning("readiness check failed", path=request.url.path, error=str(exc))
+            return _not_ready("database unavailable")
         return JSONResponse(
             {"status": "ok", "database": {"status": "ok", "latency_ms": round(latency, 3)}}
         )

@@ -39,6 +39,8 @@ class WebhookRuntime:
     bot: Bot
     dispatcher: Dispatcher
     secret: bytes
+    # Bound of one update's processing by the webhook route; None: unbounded.
+    processing_timeout: float | None = None
 
 
 def telegram_lifespan(
@@ -74,6 +76,7 @@ def telegram_lifespan(
             bot=bot,
             dispatcher=dispatcher,
             secret=settings.webhook_secret.get_secret_value().encode("ascii"),
+            processing_timeout=settings.processing_timeout,
         )
         # What aiogram's own webhook setup passes to startup/shutdown handlers.
         workflow = {**dispatcher.workflow_data, "app": app, "bot": bot, "bots": [bot]}

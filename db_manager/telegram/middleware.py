@@ -26,9 +26,15 @@ from typing import Any
 import structlog
 from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.dispatcher.middlewares.data import MiddlewareData
+from aiogram.exceptions import (
+    TelegramEntityTooLarge,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.types import TelegramObject, Update
 
-from db_manager.errors import DatabaseUnavailable
+from db_manager.errors import DatabaseUnavailable, as_unavailable, is_connection_error
 from db_manager.telegram.current import bind_unit_of_work, nest_fsm
 from db_manager.telegram.store import DuplicateUpdate, deduplicate_update
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
@@ -40,8 +46,10 @@ __all__ = [
     "Outcome",
     "UnitOfWorkData",
     "UnitOfWorkMiddleware",
+    "retry_after",
     "setup_dispatcher",
     "teardown_dispatcher",
+    "transient_failure",
 ]
 
 log = structlog.get_logger("db_manager.telegram")
@@ -60,12 +68,45 @@ class UnitOfWorkData(MiddlewareData, total=False):
 
 
 class Outcome:
-    """What the middleware reports back to the caller of ``feed_update`` about one update."""
+    """What the middleware reports back to the caller of ``feed_update`` about one update.
 
-    __slots__ = ("unavailable",)
+    ``transient`` is the first transient failure (see :func:`transient_failure`) that left
+    the handler, kept even when an aiogram error handler of the app swallowed it: the
+    update was rolled back and must be retried, not acknowledged.
+    """
+
+    __slots__ = ("transient",)
 
     def __init__(self) -> None:
-        self.unavailable: DatabaseUnavailable | None = None
+        self.transient: Exception | None = None
+
+
+def transient_failure(exc: BaseException) -> Exception | None:
+    """The transient failure ``exc`` stands for, or None if it is permanent.
+
+    Transient (a retry can succeed): the database unavailable (``DatabaseUnavailable``, or a
+    SQLAlchemy error :func:`~db_manager.errors.is_connection_error` accepts, returned
+    wrapped), and the Bot API unreachable, answering 5xx or 429 (``TelegramNetworkError``
+    except ``TelegramEntityTooLarge``, ``TelegramServerError``, ``TelegramRetryAfter``).
+    Permanent: everything else, a Bot API 400 or 403 included.
+    """
+    if isinstance(exc, DatabaseUnavailable | TelegramRetryAfter | TelegramServerError):
+        return exc
+    if isinstance(exc, TelegramNetworkError) and not isinstance(exc, TelegramEntityTooLarge):
+        return exc
+    if isinstance(exc, Exception) and is_connection_error(exc):
+        return as_unavailable(exc)
+    return None
+
+
+def retry_after(failure: Exception) -> int:
+    """Seconds to announce in ``Retry-After``: what Telegram asked for after a 429, the
+    error's own ``retry_after`` for the database, else 1."""
+    if isinstance(failure, TelegramRetryAfter):
+        return max(1, int(failure.retry_after))
+    if isinstance(failure, DatabaseUnavailable):
+        return failure.retry_after
+    return 1
 
 
 class UnitOfWorkMiddleware(BaseMiddleware):
@@ -98,12 +139,12 @@ class UnitOfWorkMiddleware(BaseMiddleware):
         except DuplicateUpdate as exc:
             log.info("duplicate update skipped", update_id=exc.update_id, bot_id=exc.bot_id)
             return None
-        except DatabaseUnavailable as exc:
+        except Exception as exc:
             # Tell the webhook route even if an aiogram error handler swallows the exception:
-            # an outage must be answered 503 so that Telegram retries the update.
+            # an outage (database or Bot API) must be answered 503 so that Telegram retries.
             outcome = data.get(OUTCOME_KEY)
-            if isinstance(outcome, Outcome):
-                outcome.unavailable = exc
+            if isinstance(outcome, Outcome) and outcome.transient is None:
+                outcome.transient = transient_failure(exc)
             raise
 
 

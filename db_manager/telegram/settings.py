@@ -27,6 +27,9 @@ class TelegramSettings(SectionSettings):
     webhook_path: str = "/webhook/telegram"
     max_body_size: int = Field(default=DEFAULT_WEBHOOK_MAX_BODY, ge=1024)
     drop_pending_updates: bool = False
+    # Seconds the webhook may spend on one update before it is cancelled, rolled back and
+    # answered 503: inside Telegram's 60 s wait, so Telegram hears our answer, not its timeout.
+    processing_timeout: float = Field(default=50.0, gt=0, lt=60)
 
     @field_validator("webhook_secret")
     @classmethod

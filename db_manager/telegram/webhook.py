@@ -20,9 +20,10 @@ from db_manager._extras import require
 
 require("db_manager.telegram.webhook", "fastapi", "fastapi")
 
+import asyncio
 import hmac
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import structlog
 from aiogram import Bot, Dispatcher
@@ -38,14 +39,17 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from db_manager.errors import DatabaseUnavailable, summarize
+from db_manager.cancellation import run_to_completion
+from db_manager.errors import DatabaseUnavailable, loggable, summarize
 from db_manager.telegram.lifespan import WebhookRuntime
-from db_manager.telegram.middleware import OUTCOME_KEY, Outcome
+from db_manager.telegram.middleware import OUTCOME_KEY, Outcome, retry_after, transient_failure
 from db_manager.telegram.settings import DEFAULT_WEBHOOK_MAX_BODY
 
 __all__ = ["SECRET_HEADER", "telegram_webhook_router"]
 
 log = structlog.get_logger("db_manager.telegram")
+
+_T = TypeVar("_T")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _SECRET_HEADER_RAW = SECRET_HEADER.lower().encode("latin-1")
@@ -59,10 +63,16 @@ def telegram_webhook_router(
     * secret header checked in constant time before the body is read: 401, nothing parsed;
     * body over ``max_body_size``: 413; not JSON or not an Update: 400;
     * the update is processed in the foreground; the answer tells Telegram the truth:
-      200 after a commit, after a duplicate, or after a handler error (logged with the update
-      id, rolled back; a retry could not help); 503 with ``Retry-After`` when the database is
-      unavailable, so Telegram retries and the update is applied once (also when an aiogram
-      error handler of the app swallowed the outage);
+      200 after a commit, after a duplicate, or after a permanent failure (a handler bug, an
+      integrity conflict, a Bot API 400/403: logged with the update id, rolled back; a retry
+      would fail the same way); 503 with ``Retry-After`` after a transient one, so Telegram
+      retries and the update is applied once: the database unavailable, the Bot API
+      unreachable, 5xx or 429 (``Retry-After`` is then Telegram's ``retry_after``), also when
+      an aiogram error handler of the app swallowed the error (see
+      :func:`~db_manager.telegram.middleware.transient_failure`);
+    * processing is bounded by the runtime's ``processing_timeout`` (``[bot]
+      processing_timeout``, 50 s, inside Telegram's 60 s wait): a stuck update is cancelled,
+      rolled back and answered 503;
     * an update of a type this aiogram does not know: 200, nothing to do;
     * a handler that returns an aiogram method gets it sent as the webhook response.
     """
@@ -127,43 +137,114 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
     bot, dispatcher = runtime.bot, runtime.dispatcher
     outcome = Outcome()
     try:
-        result = await dispatcher.feed_update(bot, update, **{OUTCOME_KEY: outcome})
-    except DatabaseUnavailable as exc:
-        return _unavailable(update, exc)
-    except IntegrityError as exc:
-        log.error(
-            "update rolled back: integrity error",
-            update_id=update.update_id,
-            error=summarize(exc),
+        result = await _within(
+            runtime.processing_timeout,
+            dispatcher.feed_update(bot, update, **{OUTCOME_KEY: outcome}),
         )
-        return Response(status_code=200)
+    except _ProcessingTimeout:
+        log.warning(
+            "update processing timed out; rolled back, Telegram will retry the update",
+            update_id=update.update_id,
+            processing_timeout=runtime.processing_timeout,
+        )
+        return _retry_later("The update could not be processed in time; retry later.", 1)
     except Exception as exc:
-        log.exception(
+        failure = transient_failure(exc)
+        if failure is not None:
+            return _transient(update, failure)
+        if isinstance(exc, IntegrityError):
+            log.error(
+                "update rolled back: integrity error",
+                update_id=update.update_id,
+                error=summarize(exc),
+            )
+            return Response(status_code=200)
+        shown = loggable(exc)  # a driver error's text may quote parameter values
+        log.error(
             "update handler failed; rolled back and acknowledged",
             update_id=update.update_id,
             error_type=type(exc).__name__,
             error=summarize(exc),
+            exc_info=True if shown is exc else shown,
         )
         return Response(status_code=200)
-    if outcome.unavailable is not None:
-        # An error handler of the app swallowed the outage; the update was not applied.
-        return _unavailable(update, outcome.unavailable)
+    if outcome.transient is not None:
+        # An error handler of the app swallowed the failure; the update was not applied.
+        return _transient(update, outcome.transient)
     if result is UNHANDLED or result is None or not isinstance(result, TelegramMethod):
         return Response(status_code=200)
     return await _method_response(bot, result)
 
 
-def _unavailable(update: Update, exc: DatabaseUnavailable) -> Response:
-    log.warning(
-        "database unavailable; Telegram will retry the update",
-        update_id=update.update_id,
-        error=str(exc),
-    )
-    return JSONResponse(
-        {"detail": "The database is unavailable; retry later."},
-        status_code=503,
-        headers={"Retry-After": str(exc.retry_after)},
-    )
+class _ProcessingTimeout(Exception):
+    """The update outlived ``processing_timeout``."""
+
+
+# How long a timed-out update may take to roll back before it is answered anyway. Its
+# cleanup is shielded from the cancellation and bounded by the driver (command_timeout); a
+# frozen database would hold the answer for that long, past Telegram's wait.
+_ROLLBACK_GRACE = 0.5
+_orphans: set[asyncio.Task[Any]] = set()
+
+
+async def _within(seconds: float | None, work: Coroutine[Any, Any, _T]) -> _T:
+    """``await work``, cancelled after ``seconds`` (then :class:`_ProcessingTimeout`).
+
+    A task of its own, so that the answer can leave while a cancelled update still waits
+    for its (shielded) rollback on a database that does not answer: the task is kept
+    until it ends and the driver's timeouts end it.
+    """
+    if seconds is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        # The request itself is cancelled (the client left, the server stops): the update
+        # is too, and its cleanup finishes before the cancellation goes on.
+        task.cancel()
+        await run_to_completion(asyncio.wait({task}))
+        raise
+    if done:
+        return task.result()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=_ROLLBACK_GRACE)
+    if not done:
+        _orphans.add(task)
+        task.add_done_callback(_forget)
+    elif not task.cancelled() and task.exception() is None:
+        return task.result()  # it finished (committed) just as it was cancelled
+    raise _ProcessingTimeout
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    _orphans.discard(task)
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.info("a timed-out update ended with an error", error=summarize(error))
+
+
+def _transient(update: Update, failure: Exception) -> Response:
+    if isinstance(failure, DatabaseUnavailable):
+        log.warning(
+            "database unavailable; Telegram will retry the update",
+            update_id=update.update_id,
+            error=str(failure),
+        )
+        detail = "The database is unavailable; retry later."
+    else:
+        log.warning(
+            "Bot API unavailable; rolled back, Telegram will retry the update",
+            update_id=update.update_id,
+            error_type=type(failure).__name__,
+            error=str(failure),
+        )
+        detail = "The Bot API is unavailable; retry later."
+    return _retry_later(detail, retry_after(failure))
+
+
+def _retry_later(detail: str, seconds: int) -> Response:
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(seconds)})
 
 
 async def _method_response(bot: Bot, method: TelegramMethod[Any]) -> Response:
