@@ -39,9 +39,8 @@ from aiogram.types import Message, Update
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, MetaData, String, UniqueConstraint, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.pool import NullPool
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
@@ -57,6 +56,7 @@ from db_manager.fastapi import (
 from db_manager.telegram import TelegramSettings, telegram_lifespan
 from db_manager.telegram.store import TelegramUpdate
 from db_manager.telegram.webhook import telegram_webhook_router
+from tests.support.pools import observer_engine
 from tests.support.telegram import RecordingSession
 
 APP_ENV = "FAULTS_APP"
@@ -121,10 +121,6 @@ class TransferIn(BaseModel):
 
 
 # -- schema and observation (through connections of their own, never the app's) ----------------
-
-
-def observer_engine(settings: DatabaseSettings) -> AsyncEngine:
-    return create_async_engine(settings.sqlalchemy_url, poolclass=NullPool)
 
 
 async def prepare_database(

@@ -19,7 +19,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,11 +37,13 @@ from db_manager import DatabaseSettings
 from tests.support.ports import free_port, port_open
 from tests.support.postgres import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER, pg_fetch
 from tests.support.processes import child_env
+from tests.support.served import Served
 
 PG_BIN = Path(os.environ.get("TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PGBOUNCER = os.environ.get("TEST_PGBOUNCER", "pgbouncer")
 
 APP_ENV = "FAULTS_APP"
+FAULT_APP = "tests.faults.faultapp:create_app"
 
 
 # -- small tools ---------------------------------------------------------------------------------
@@ -129,11 +130,6 @@ async def in_process(app: FastAPI, *, timeout: float = 30.0) -> AsyncIterator[ht
         httpx.AsyncClient(transport=transport, base_url="http://faults", timeout=timeout) as client,
     ):
         yield client
-
-
-def checked_out(app: FastAPI) -> int:
-    """Connections of the app's main pool in use right now."""
-    return int(app.state.engine.pool.checkedout())
 
 
 # -- a PostgreSQL server of our own ------------------------------------------------------------
@@ -321,45 +317,32 @@ class PgBouncer:
 # -- the app in a uvicorn subprocess ---------------------------------------------------------------
 
 
-class UvicornProcess:
-    """``uvicorn tests.faults.faultapp:create_app --factory`` on a free port, ``workers`` processes."""
+class UvicornProcess(Served):
+    """``uvicorn tests.faults.faultapp:create_app --factory`` on a free port, ``workers``
+    processes; :meth:`start` returns once every worker has answered ``/pid``."""
 
     def __init__(self, settings: DatabaseSettings, *, workers: int = 1, **options: Any) -> None:
+        app_config = json.dumps({"settings": settings_fields(settings), **options})
+        super().__init__(FAULT_APP, env={APP_ENV: app_config})
         self.settings = settings
         self.workers = workers
-        self.options = options
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.logdir = Path(tempfile.mkdtemp(prefix="faults-uvicorn-"))
-        self.log = self.logdir / "uvicorn.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.worker_pids: set[int] = set()
 
     def start(self, timeout: float = 40) -> None:
-        env = child_env(
-            PYTHONUNBUFFERED="1",
-            **{APP_ENV: json.dumps({"settings": settings_fields(self.settings), **self.options})},
-        )
         command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.faults.faultapp:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--timeout-graceful-shutdown",
-            "5",
-        ]
+            sys.executable, "-m", "uvicorn", self.factory, "--factory",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "5",
+        ]  # fmt: skip
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
-        with self.log.open("wb") as log:
+        with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                env=child_env(PYTHONUNBUFFERED="1", **self.env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # stop() signals the group: the server and its workers
             )
         deadline = time.monotonic() + timeout
         pids: set[int] = set()
@@ -379,25 +362,9 @@ class UvicornProcess:
             time.sleep(0.1)
         self.worker_pids = pids
 
-    def stop(self, timeout: float = 20) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            # Our own process group (start_new_session): the server and its workers.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.logdir, ignore_errors=True)
+        self.log.unlink(missing_ok=True)
 
     def pool(self) -> dict[str, int]:
         """The pool of the worker that answers (use with ``workers=1``)."""

@@ -17,18 +17,11 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from tests.support.pools import checked_out
 from tests.support.updates import encode, message_update
 
-from .faultapp import (
-    WEBHOOK_PATH,
-    WEBHOOK_SECRET,
-    Applied,
-    Ledger,
-    build_app,
-    rows,
-    scalar,
-)
-from .helpers import CommitCuttingProxy, checked_out, faults_settings, in_process
+from .faultapp import WEBHOOK_PATH, WEBHOOK_SECRET, Applied, Ledger, build_app, rows, scalar
+from .helpers import CommitCuttingProxy, faults_settings, in_process
 
 pytestmark = pytest.mark.postgres
 

@@ -28,9 +28,10 @@ from db_manager import DatabaseSettings, UnitOfWork
 from db_manager.fastapi import database_lifespan, install_error_handlers
 from db_manager.fastapi_idempotency import IdempotentRoute, idempotent_uow
 from db_manager.idempotency import IdempotencyKey
+from tests.support.pools import checked_out, observer_engine
 
-from .faultapp import Account, FaultsModel, Ledger, TransferIn, observer_engine, scalar
-from .helpers import CommitCuttingProxy, checked_out, faults_settings, in_process
+from .faultapp import Account, FaultsModel, Ledger, TransferIn, scalar
+from .helpers import CommitCuttingProxy, faults_settings, in_process
 
 pytestmark = pytest.mark.postgres
 

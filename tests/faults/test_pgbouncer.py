@@ -25,8 +25,10 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from tests.support.pools import checked_out
+
 from .faultapp import Item, build_app, scalar
-from .helpers import PgBouncer, checked_out, faults_settings, in_process
+from .helpers import PgBouncer, faults_settings, in_process
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -17,11 +17,12 @@ import pytest
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from tests.support.pools import checked_out
 from tests.support.updates import encode, message_update
 from tests.support.waiting import wait_for
 
 from .faultapp import WEBHOOK_PATH, WEBHOOK_SECRET, Applied, build_app, scalar
-from .helpers import checked_out, faults_settings, in_process
+from .helpers import faults_settings, in_process
 
 pytestmark = pytest.mark.postgres
 

@@ -35,10 +35,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from tests.support.pools import checked_out
 from tests.support.waiting import wait_for
 
 from .faultapp import Account, Ledger, build_app, rows
-from .helpers import checked_out, faults_settings, idle_in_transaction, in_process
+from .helpers import faults_settings, idle_in_transaction, in_process
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -12,11 +12,12 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
+from tests.support.pools import checked_out
 from tests.support.postgres import pg_fetch
 from tests.support.waiting import wait_for
 
 from .faultapp import Item, build_app, scalar
-from .helpers import app_backends, checked_out, faults_settings, in_process
+from .helpers import app_backends, faults_settings, in_process
 
 pytestmark = pytest.mark.postgres
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from structlog.testing import capture_logs
 
 from db_manager import Base, DatabaseSettings, UnitOfWork, create_engine
-from tests.support.leaks import assert_no_leak_warnings
+from tests.support.pools import assert_no_leak_warnings
 from tests.support.postgres import pg_backends, pg_settings
 from tests.support.waiting import wait_for
 

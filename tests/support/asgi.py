@@ -6,19 +6,22 @@ middleware are exercised exactly as under uvicorn::
 
     async with running(app) as client:
         response = await client.post("/webhook/telegram", ...)
+
+:class:`ResponseStartProbe` looks at the world at the moment a response starts, to prove
+that what the client is about to hear (a 2xx) was already true (the row committed).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["LifespanFailed", "lifespan", "running"]
+__all__ = ["LifespanFailed", "ResponseStartProbe", "lifespan", "running"]
 
 
 class LifespanFailed(RuntimeError):
@@ -86,3 +89,29 @@ async def running(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
+
+
+class ResponseStartProbe:
+    """ASGI wrapper: when the app starts an HTTP response, await ``probe(scope)`` before the
+    start message goes on to the server, and keep what it returns in :attr:`seen`.
+
+    It runs at the moment the status line leaves the app, so what ``probe`` observes was true
+    before the client could hear anything.
+    """
+
+    def __init__(self, app: ASGIApp, probe: Callable[[Scope], Awaitable[Any]]) -> None:
+        self.app = app
+        self.probe = probe
+        self.seen: list[Any] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_probed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.seen.append(await self.probe(scope))
+            await send(message)
+
+        await self.app(scope, receive, send_probed)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.testing import capture_logs
 
+from tests.support.asgi import ResponseStartProbe
 from tests.support.updates import (
     BOT_ID,
     callback_query_update,
@@ -25,32 +25,6 @@ from tests.support.updates import (
 
 from .aiogram_webhook_app import Harness
 
-
-class ResponseStartProbe:
-    """ASGI wrapper: when the app starts its response, run ``probe()`` and keep the result.
-
-    It sees the moment the status line leaves the app, so what ``probe`` observes is what
-    was true before the client could hear anything.
-    """
-
-    def __init__(self, app: ASGIApp, probe: Any) -> None:
-        self.app = app
-        self.probe = probe
-        self.seen: list[Any] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_probed(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.seen.append(await self.probe())
-            await send(message)
-
-        await self.app(scope, receive, send_probed)
-
-
 # -- 3. a handler writes and returns a method ------------------------------------------------
 
 
@@ -60,7 +34,7 @@ async def test_start_commits_before_the_answer_and_answers_with_the_method(
     import httpx
 
     update = start_update(update_id=1001, user_id=42, first_name="Grace")
-    probe = ResponseStartProbe(harness.app, lambda: harness.count_events("start"))
+    probe = ResponseStartProbe(harness.app, lambda _scope: harness.count_events("start"))
     transport = httpx.ASGITransport(app=probe)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         harness.client = client

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -35,10 +35,9 @@ from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import ForeignKey, MetaData, String, UniqueConstraint, event, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, Session, mapped_column
-from sqlalchemy.pool import NullPool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from db_manager import NAMING_CONVENTION, Base, DatabaseSettings, UnitOfWork
 from db_manager.fastapi import (
@@ -50,6 +49,8 @@ from db_manager.fastapi import (
     health_router,
     install_error_handlers,
 )
+from tests.support.asgi import ResponseStartProbe
+from tests.support.pools import observer_engine
 
 MAX_BODY_SIZE = 1024
 # -- models ------------------------------------------------------------------------------------
@@ -108,6 +109,7 @@ LateUowDep = Annotated[UnitOfWork, Depends(get_uow)]
 
 
 Events = list[tuple[Any, ...]]
+ResponseProbe = Callable[[Scope], Awaitable[None]]
 
 
 async def insert_thing(uow: UnitOfWork, events: Events, name: str, owner_id: int | None) -> Thing:
@@ -136,37 +138,18 @@ async def thing_names(settings: DatabaseSettings) -> set[str]:
         await engine.dispose()
 
 
-def observer_engine(settings: DatabaseSettings) -> AsyncEngine:
-    """An engine that shares nothing with the app's: NullPool, a fresh connection each time."""
-    return create_async_engine(settings.sqlalchemy_url, poolclass=NullPool)
+def probe_response_start(settings: DatabaseSettings, events: Events) -> ResponseProbe:
+    """For :class:`ResponseStartProbe`: when a response starts for a request carrying
+    ``X-Probe-Name``, look for that thing from a separate connection and record
+    ``("response_start", name, visible, time)``."""
 
-
-class ResponseStartProbe:
-    """ASGI wrapper: when a response starts for a request carrying ``X-Probe-Name``, look for
-    that thing from a separate connection *before* the start message goes to the server, and
-    record ``("response_start", name, visible, time)``."""
-
-    def __init__(self, app: ASGIApp, settings: DatabaseSettings, events: Events) -> None:
-        self.app = app
-        self.settings = settings
-        self.events = events
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def probe(scope: Scope) -> None:
         name = dict(scope["headers"]).get(b"x-probe-name")
-        if name is None:
-            await self.app(scope, receive, send)
-            return
+        if name is not None:
+            visible = name.decode() in await thing_names(settings)
+            events.append(("response_start", name.decode(), visible, time.monotonic()))
 
-        async def probing_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                visible = name.decode() in await thing_names(self.settings)
-                self.events.append(("response_start", name.decode(), visible, time.monotonic()))
-            await send(message)
-
-        await self.app(scope, receive, probing_send)
+    return probe
 
 
 def build_app(settings: DatabaseSettings, *, max_body_size: int = MAX_BODY_SIZE) -> FastAPI:
@@ -183,7 +166,7 @@ def build_app(settings: DatabaseSettings, *, max_body_size: int = MAX_BODY_SIZE)
     install_error_handlers(app)
     app.add_middleware(OneLineStartupErrors)
     app.include_router(health_router())
-    app.add_middleware(ResponseStartProbe, settings=settings, events=events)
+    app.add_middleware(ResponseStartProbe, probe=probe_response_start(settings, events))
 
     @app.post("/things", status_code=201)
     async def create_thing(body: ThingIn, uow: UowDep) -> dict[str, Any]:
@@ -310,10 +293,6 @@ def app_from_env() -> FastAPI:
 def engine_of(app: FastAPI) -> AsyncEngine:
     engine: AsyncEngine = app.state.engine
     return engine
-
-
-def checked_out(app: FastAPI) -> int:
-    return int(engine_of(app).pool.checkedout())  # type: ignore[attr-defined]
 
 
 def count_checkouts(app: FastAPI) -> None:

@@ -28,18 +28,17 @@ from sqlalchemy.util import await_only
 from structlog.testing import capture_logs
 
 from db_manager import DatabaseSettings, UnitOfWorkStateError
+from tests.support.pools import checked_out, observer_engine
 from tests.support.postgres import admin_execute, pg_settings, sqlite_settings
 from tests.support.waiting import wait_for
 
 from .fastapi_support import (
     Running,
     Thing,
-    checked_out,
     engine_of,
     events_of,
     in_process,
     names,
-    observer_engine,
     on_uvicorn,
     thing_names,
 )

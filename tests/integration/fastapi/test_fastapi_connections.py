@@ -25,14 +25,13 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db_manager import DatabaseSettings
-from tests.support.leaks import assert_no_leak_warnings
+from tests.support.pools import assert_no_leak_warnings, checked_out
 from tests.support.postgres import pg_backends, pg_settings
 from tests.support.waiting import wait_for
 
 from .fastapi_support import (
     Running,
     build_app,
-    checked_out,
     checkouts,
     engine_of,
     events_of,

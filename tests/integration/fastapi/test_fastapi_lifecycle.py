@@ -30,21 +30,14 @@ from db_manager.fastapi import (
     ServiceRegistry,
     get_services,
 )
+from tests.support.pools import checked_out
 from tests.support.ports import free_port
 from tests.support.postgres import PG_HOST, PG_PORT, pg_backends, pg_settings, sqlite_settings
 from tests.support.processes import child_env
 from tests.support.proxy import TcpProxy
 from tests.support.waiting import wait_for
 
-from .fastapi_support import (
-    MAX_BODY_SIZE,
-    build_app,
-    checked_out,
-    in_process,
-    names,
-    on_uvicorn,
-    thing_names,
-)
+from .fastapi_support import MAX_BODY_SIZE, build_app, in_process, names, on_uvicorn, thing_names
 
 PASSWORD = "s3cret-p@ss:w/rd%"
 
