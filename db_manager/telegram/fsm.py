@@ -61,6 +61,7 @@ from sqlalchemy import (
     bindparam,
     event,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
@@ -121,7 +122,15 @@ def _upsert(insert: Any) -> Executable:
     )
 
 
-_WRITE = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
+# PostgreSQL: the lock statement created the row if it was missing, so a plain UPDATE (no
+# speculative insertion into the primary key first); SQLite: the row may not exist yet.
+_PG_UPDATE = (
+    update(_TABLE)
+    # Key parameters renamed: an UPDATE reserves the column names for its SET values.
+    .where(*[_TABLE.c[name] == bindparam(f"k_{name}") for name in _KEY_COLUMNS])
+    .values(state=_BIND["state"], data=_BIND["data"], updated_at=_BIND["updated_at"])
+)
+_WRITE = {"postgresql": _PG_UPDATE, "sqlite": _upsert(sqlite.insert)}
 
 
 class _Entry:
@@ -157,10 +166,12 @@ def _params(key: StorageKey) -> dict[str, Any]:
 def _write(session: Session, params: dict[str, Any], entry: _Entry) -> None:
     entry.dirty = False
     dialect = session.get_bind().dialect.name
-    now = dt.datetime.now(dt.UTC)
-    session.execute(
-        _WRITE[dialect], {**params, "state": entry.state, "data": entry.data, "updated_at": now}
-    )
+    values = {"state": entry.state, "data": entry.data, "updated_at": dt.datetime.now(dt.UTC)}
+    if dialect == "postgresql":
+        values.update({f"k_{name}": value for name, value in params.items()})
+    else:
+        values.update(params)
+    session.execute(_WRITE[dialect], values)
 
 
 @event.listens_for(UnitOfWorkSession, "before_commit")
