@@ -143,7 +143,7 @@ async def test_two_concurrent_requests_share_the_test_connection_safely(
 def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
     """This module's tests in a child pytest (which skips the shuffling test itself)."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=REPO_ROOT,
         env=child_env(DB_MANAGER_PLUGIN_NESTED="1"),
         capture_output=True,
@@ -161,7 +161,7 @@ def test_module_passes_in_random_order() -> None:
     if os.environ.get("DB_MANAGER_PLUGIN_NESTED"):
         pytest.skip("already inside the shuffled run")
     module = Path(__file__).relative_to(REPO_ROOT).as_posix()
-    collected = _pytest("--collect-only", module, "-k", "not random_order")
+    collected = _pytest("--collect-only", "-q", module, "-k", "not random_order")
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-2000:]
     ids = [line for line in collected.stdout.splitlines() if line.startswith(f"{module}::")]
     assert len(ids) >= 6, collected.stdout
