@@ -208,6 +208,9 @@ def idempotent_uow(
                 alias=IDEMPOTENCY_KEY_HEADER,
                 description="1-255 printable ASCII characters; a retry with the same key "
                 "gets the first answer again instead of repeating the write.",
+                # Documented, not enforced here (a bad key is our 400, not FastAPI's 422).
+                # No space at either end: HTTP strips it, so such a key never arrives whole.
+                json_schema_extra={"pattern": r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"},
             ),
         ] = None,
     ) -> AsyncIterator[UnitOfWork]:
