@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiogram import Bot, Dispatcher, Router
@@ -37,9 +37,9 @@ from aiogram.fsm.storage.base import BaseStorage, DefaultKeyBuilder
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.fsm.storage.redis import RedisStorage
 from aiogram.types import Message, Update
-from sqlalchemy import bindparam, update
+from sqlalchemy import Table, bindparam, update
 
-from bench.common import BOT_TOKEN, ITEMS, ROWS, Target, bench_database
+from bench.common import BOT_TOKEN, ROWS, Item, Target, bench_database
 from db_manager import Base, Database, UnitOfWork
 from db_manager.telegram import setup_dispatcher
 from db_manager.telegram.fsm import FsmRecord, SqlAlchemyStorage
@@ -48,7 +48,7 @@ VARIANTS = ("sqlalchemy", "redis", "memory")
 SCENARIOS = ("fsm+row", "fsm only")
 TARGET_RATIO = 0.8
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-BUMP = update(ITEMS).where(ITEMS.c.id == bindparam("item")).values(counter=ITEMS.c.counter + 1)
+BUMP = update(Item).where(Item.id == bindparam("item")).values(counter=Item.counter + 1)
 
 
 def build_router(*, write: bool) -> Router:
@@ -140,7 +140,7 @@ async def measure(
     database: Database[UnitOfWork] = Database(target.settings(pool_size=concurrency))
     await database.start()
     async with database.engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all, tables=[FsmRecord.__table__])
+        await conn.run_sync(Base.metadata.create_all, tables=[cast(Table, FsmRecord.__table__)])
     bot = Bot(BOT_TOKEN)
     ids = itertools.count(1)
     prefix = f"dbmbench{uuid.uuid4().hex[:8]}"

@@ -18,7 +18,7 @@ from aiogram.fsm.storage.redis import RedisStorage
 
 from db_manager import Database, DatabaseSettings
 from db_manager.telegram.fsm import SqlAlchemyStorage
-from tests.conftest import pg_settings
+from tests.support.postgres import pg_settings
 from tests.support.served import Served, database_env
 from tests.support.updates import BOT_ID, BOT_TOKEN, WEBHOOK_SECRET, message_update, secret_header
 
