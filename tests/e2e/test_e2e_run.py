@@ -126,7 +126,7 @@ def test_make_run_on_a_fresh_clone_creates_the_venv_and_installs_first(tmp_path:
     lines = make_dry_run(f"VENV={venv}")
     joined = "\n".join(lines)
     assert f"-m venv {venv}" in joined
-    assert f'{venv}/bin/python -m pip install -q -e ".[dev]"' in joined
+    assert f'{venv}/bin/python -m pip install -q -e ".[all,dev]"' in joined
     assert f"touch {venv}/.installed" in joined
     assert shlex.split(lines[-1]) == [
         f"{venv}/bin/python",
