@@ -6,8 +6,7 @@ in as Telegram's own JSON through ``POST /webhook/telegram`` (with the secret he
 the HTTP API is called with a Bearer token, and the database is checked by counting rows
 on an engine of the test's own (not through the app's repositories).
 
-Not a ``conftest.py`` on purpose (a second ``conftest`` module would shadow
-``tests/conftest.py``): test modules import the fixtures they use from here.
+The fixtures built on it (``deployment``, ``story``) are in ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -19,14 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import AppSection, Settings
 from app.main import create_app
-from app.story import Story, load_story
+from app.story import Story
 from db_manager import DatabaseSettings, create_engine
 from db_manager.telegram import TelegramSettings
 from tests.support.asgi import running
@@ -141,18 +139,6 @@ async def deployed(
             yield Deployment(client=client, telegram=telegram, db=engine)
     finally:
         await engine.dispose()
-
-
-@pytest.fixture(name="deployment")
-async def deployment_fixture(db_settings: DatabaseSettings) -> AsyncIterator[Deployment]:
-    """The app on the parametrized backend (SQLite and PostgreSQL), bot and API on."""
-    async with deployed(db_settings) as deployment:
-        yield deployment
-
-
-@pytest.fixture(name="story", scope="session")
-def story_fixture() -> Story:
-    return load_story()
 
 
 # -- reading the bot's answers ---------------------------------------------------------------

@@ -5,14 +5,13 @@ from __future__ import annotations
 from db_manager import DatabaseSettings
 from tests.support.updates import start_update, successful_payment_update, text_update
 
-from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from .e2e_support import (
     API_TOKEN,
     LINK_PATTERN,
     USER_A,
     USER_B,
     Deployment,
     deployed,
-    deployment_fixture,
 )
 
 USER_C = 7_000_003

@@ -15,11 +15,10 @@ from db_manager import DatabaseSettings, create_engine
 from tests.support.served import Served, database_env
 from tests.support.updates import BOT_TOKEN, WEBHOOK_SECRET, message_update, secret_header
 
-from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from .e2e_support import (
     USER_A,
     USER_B,
     Deployment,
-    deployment_fixture,
 )
 
 

@@ -14,15 +14,13 @@ from tests.support.updates import (
     text_update,
 )
 
-from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from .e2e_support import (
     USER_A,
     USER_B,
     Deployment,
     current_scene,
-    deployment_fixture,
     press,
     route_to_premium,
-    story_fixture,
     walk,
 )
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 from app.story import Story
 from tests.support.updates import start_update, text_update
 
-from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from .e2e_support import (
     LINK_PATTERN,
     USER_A,
     USER_B,
     Deployment,
     choice_ids,
-    deployment_fixture,
-    story_fixture,
 )
 
 

@@ -7,16 +7,14 @@ import asyncio
 from app.story import Story
 from tests.support.updates import callback_query_update
 
-from .e2e_support import (  # noqa: F401  (pytest fixtures, used by name)
+from .e2e_support import (
     USER_B,
     Deployment,
     choice_ids,
     current_scene,
-    deployment_fixture,
     message_log,
     press,
     route_to_premium,
-    story_fixture,
     walk,
 )
 
