@@ -152,7 +152,12 @@ class DatabaseSettings(SectionSettings):
     create_tables: bool = True
 
     connect_timeout: float = Field(default=5.0, gt=0)
-    command_timeout: float | None = Field(default=None, gt=0)
+    # Client-side bound (asyncpg) of every statement, the pool's pre-ping included: a frozen
+    # server fails a request after command_timeout + ~2 s (closing the connection), not never.
+    # 30 s: far above any statement a request should run, yet that failure still comes
+    # before the 60 s of Telegram's webhook wait and of common proxy read timeouts. Migrations
+    # run without it (long DDL); None turns it off.
+    command_timeout: float | None = Field(default=30.0, gt=0)
     statement_timeout: float | None = Field(default=None, gt=0)
     idle_in_transaction_timeout: float | None = Field(default=60.0, gt=0)
     # PostgreSQL >= 14: how often a running query checks that its client is still connected.

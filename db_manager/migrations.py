@@ -94,7 +94,9 @@ def _run_sync(connection: Connection, metadata: MetaData) -> None:
 
 async def _run_online(settings: DatabaseSettings, metadata: MetaData) -> None:
     # NullPool: a migration run owns its one connection and leaves nothing pooled behind.
-    engine = create_engine(settings, poolclass=pool.NullPool)
+    # No command_timeout: a migration's DDL (an index on a big table) may rightly run long.
+    unbounded = settings.model_copy(update={"command_timeout": None})
+    engine = create_engine(unbounded, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync, metadata)

@@ -7,6 +7,7 @@
         ...
         await proxy.refuse()     # stop listening (connections refused), cut every open one
         await proxy.blackhole()  # cut every open one; accept new ones and never answer
+        await proxy.freeze()     # keep every connection open, deliver nothing until forward()
         await proxy.forward()    # forward again, on the same port
 
 The port is chosen when the proxy first listens and kept for its life, so an engine built
@@ -22,7 +23,7 @@ from typing import Literal
 
 __all__ = ["TcpProxy"]
 
-Mode = Literal["forward", "blackhole", "refuse"]
+Mode = Literal["forward", "blackhole", "refuse", "freeze"]
 
 
 class TcpProxy:
@@ -36,10 +37,22 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()  # cleared while frozen: the pumps hold their bytes
+        self._flowing.set()
 
     async def forward(self) -> None:
-        """Listen and forward new connections (open ones are left alone)."""
+        """Listen and forward new connections (open ones are left alone; frozen ones get
+        what they were sent meanwhile)."""
         self.mode = "forward"
+        self._flowing.set()
+        await self._listen()
+
+    async def freeze(self) -> None:
+        """A server that hangs with its connections open: every connection, open or new,
+        stays up and nothing is delivered either way (held until :meth:`forward`). Only the
+        client's own timeouts end its wait."""
+        self.mode = "freeze"
+        self._flowing.clear()
         await self._listen()
 
     async def blackhole(self) -> None:
@@ -47,11 +60,13 @@ class TcpProxy:
         hangs: only the client's timeout ends its wait)."""
         self._cut_all()
         self.mode = "blackhole"
+        self._flowing.set()
         await self._listen()
 
     async def refuse(self) -> None:
         """Stop listening (new connections are refused) and cut every open one."""
         self.mode = "refuse"
+        self._flowing.set()
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -104,8 +119,8 @@ class TcpProxy:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
             self._writers.add(up_writer)
             pumps = [
-                asyncio.create_task(_pump(reader, up_writer)),
-                asyncio.create_task(_pump(up_reader, writer)),
+                asyncio.create_task(_pump(reader, up_writer, self._flowing)),
+                asyncio.create_task(_pump(up_reader, writer, self._flowing)),
             ]
             try:
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -123,8 +138,11 @@ class TcpProxy:
             self._tasks.discard(task)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
     with contextlib.suppress(OSError):
         while data := await reader.read(65536):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()
