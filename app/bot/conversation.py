@@ -23,6 +23,7 @@ from aiogram.types import Message
 
 from app.models.feedback import FEEDBACK_MAX_LENGTH
 from app.repositories.feedback import FeedbackRepository
+from app.services.limits import without_nul
 from app.unit_of_work import AppUnitOfWork
 
 __all__ = ["FeedbackForm", "build_router"]
@@ -47,7 +48,8 @@ async def cancel(message: Message, state: FSMContext) -> SendMessage:
 
 
 async def answered(message: Message, state: FSMContext) -> SendMessage:
-    text = (message.text or "").strip()
+    # NUL would break the state's JSONB and the text column on PostgreSQL (see limits).
+    text = without_nul(message.text or "").strip()
     if not text:
         return message.answer("Please write your feedback as text (or /cancel).")
     if len(text) > FEEDBACK_MAX_LENGTH:

@@ -37,6 +37,7 @@ __all__ = [
     "require_currency",
     "require_exact",
     "require_telegram_user_id",
+    "without_nul",
 ]
 
 BIGINT_MAX: Final = 2**63 - 1
@@ -73,11 +74,14 @@ def require_telegram_user_id(value: int) -> int:
     return value
 
 
+def without_nul(value: str) -> str:
+    """``value`` without NUL characters (PostgreSQL's text and JSONB cannot hold them)."""
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
 def clean_text(value: str, max_length: int) -> str:
     """``value`` without NUL characters, cut to ``max_length`` characters."""
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-    return value[:max_length]
+    return without_nul(value)[:max_length]
 
 
 def require_exact(value: str, max_length: int, what: str) -> str:

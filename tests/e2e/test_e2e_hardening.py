@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from app.services import PREMIUM_PAYLOAD, PREMIUM_PRICE_XTR
 from db_manager import DatabaseSettings
 from tests.e2e.edge_support import BIGINT_MAX, EdgeApp, edge_app, limit_violations, tracebacks
-from tests.support.updates import start_update, successful_payment_update
+from tests.support.updates import start_update, successful_payment_update, text_update
 
 USER = 7_100_001
 REFUSED = "update refused at the edge"
@@ -219,3 +219,16 @@ async def test_openapi_declares_the_bearer_scheme_and_every_status(edge: EdgeApp
     assert (await edge.api("/api/stats", token=None)).status_code == 401
     assert (await edge.api("/api/users/0")).status_code == 422
     assert (await edge.api("/api/users/1")).status_code == 404
+
+
+async def test_feedback_with_nul_is_stored_without_it(
+    edge: EdgeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert (await edge.post(start_update(user_id=USER))).status_code == 200
+    with capture_logs() as logs:
+        for text in ("/feedback", "Loved\x00 the ending", "yes"):
+            response = await edge.post(text_update(text, user_id=USER))
+            assert response.status_code == 200, response.text
+    assert tracebacks(logs, caplog.records) == []
+    assert await edge.rows("SELECT text FROM app__feedback") == [("Loved the ending",)]
+    assert await limit_violations(edge) == {}

@@ -1,6 +1,7 @@
 """Bounded webhook fuzz (issue 11): 1,000 mutated real updates through the real app.
 
 Real update JSON (``tests.support.updates``: /start with and without a code, /ref, /buy,
+/feedback and its answers,
 story buttons, pre-checkout queries, successful payments, edits, polls, join requests) is
 mutated by a seeded generator: huge, negative and boundary ids, long and unicode strings,
 NULs, nulls, wrong types, deep nesting, deleted and unknown keys, and broken bodies. A
@@ -138,6 +139,8 @@ def _base(rng: random.Random, choices: list[str]) -> dict[str, Any]:
         lambda: text_update("/ref", user_id=user),
         lambda: text_update("/buy", user_id=user),
         lambda: text_update("hello", user_id=user),
+        lambda: text_update("/feedback", user_id=user),
+        lambda: text_update("yes", user_id=user),
         lambda: callback_query_update(f"choice:{rng.choice(choices)}", user_id=user),
         lambda: pre_checkout_query_update(
             user_id=user, payload=PREMIUM_PAYLOAD, amount=PREMIUM_PRICE_XTR
