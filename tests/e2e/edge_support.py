@@ -8,7 +8,7 @@ of the test's own) and counts the rows that break a limit of the edge: ids, leng
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +138,9 @@ async def limit_violations(edge: EdgeApp) -> dict[str, int]:
     return found
 
 
-def tracebacks(structlog_entries: list[dict[str, Any]], records: list[Any]) -> list[str]:
+def tracebacks(
+    structlog_entries: Sequence[MutableMapping[str, Any]], records: list[Any]
+) -> list[str]:
     """The log entries (structlog's, and the standard library's records) that carry a
     traceback or are errors."""
     found = [

@@ -10,7 +10,7 @@ status the API answers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ async def edge(db_settings: DatabaseSettings) -> Any:
 
 async def _refused_once(
     edge: EdgeApp, update: dict[str, Any], caplog: pytest.LogCaptureFixture
-) -> dict[str, Any]:
+) -> MutableMapping[str, Any]:
     """Post ``update``; it must be acknowledged with exactly one refusal line; return it."""
     caplog.clear()
     with capture_logs() as logs:

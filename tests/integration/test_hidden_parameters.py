@@ -8,6 +8,7 @@ provoked on PostgreSQL: asyncpg encoding an argument (``invalid input for query 
 from __future__ import annotations
 
 import traceback
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ async def unparsable_text(run: Run) -> None:
 CASES = {"huge_argument": (huge_argument, str(HUGE)), "unparsable_text": (unparsable_text, WORD)}
 
 
-def _rendered(entry: dict[str, Any]) -> str:
+def _rendered(entry: MutableMapping[str, Any]) -> str:
     """The log entry as a renderer would print it, traceback included."""
     exc_info = entry.get("exc_info")
     frames = ""

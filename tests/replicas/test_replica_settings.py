@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -12,7 +13,7 @@ from db_manager.engine import ConnectionBudget
 from db_manager.errors import ConfigError
 from db_manager.replicas import format_position, parse_position, replica_urls
 
-PRIMARY = {
+PRIMARY: dict[str, Any] = {
     "driver": "postgresql+asyncpg",
     "host": "db",
     "user": "app",

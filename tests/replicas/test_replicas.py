@@ -92,7 +92,8 @@ def make_app(settings: DatabaseSettings) -> FastAPI:
 
     @app.get("/rows/{row_id}")
     async def read(row_id: int, reader: PositionReaderDep) -> dict[str, Any]:
-        value, port = (await reader.execute(READ_ROW, {"id": row_id})).one()
+        row = (await reader.execute(READ_ROW, {"id": row_id})).one()
+        value, port = tuple(row)
         return {"found": value is not None, "port": port}
 
     return app
@@ -340,9 +341,8 @@ async def test_concurrent_commits_share_position_queries_and_each_sees_its_write
         written = await asyncio.gather(*(write() for _ in range(20)))
         queries = replicas.positions.queries - before
         for row_id, position in written:
-            value, _port = (
-                await database.reader.at(position).execute(READ_ROW, {"id": row_id})
-            ).one()
+            row = (await database.reader.at(position).execute(READ_ROW, {"id": row_id})).one()
+            value = row[0]
             assert value == "many"
     finally:
         await database.dispose()

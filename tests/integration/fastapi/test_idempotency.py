@@ -15,14 +15,14 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import MetaData, func, select, update
+from sqlalchemy import MetaData, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.pool import NullPool
@@ -67,7 +67,7 @@ IdemUowDep = Annotated[
 
 
 def build_app(settings: DatabaseSettings) -> FastAPI:
-    tables = [Charge.__table__, IdempotencyKey.__table__]
+    tables = [cast(Table, Charge.__table__), cast(Table, IdempotencyKey.__table__)]
     metadata = MetaData()
     for table in tables:
         table.to_metadata(metadata)

@@ -51,7 +51,7 @@ def test_utc_datetime_reads_aware_values_in_utc() -> None:
     naive = datetime(2026, 1, 2, 3, 4, 5)
     assert column_type.process_result_value(naive, dialect) == naive.replace(tzinfo=UTC)
     plus_two = datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
-    pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+    pg = postgresql.dialect()
     read = column_type.process_result_value(plus_two, pg)
     assert read is not None and read.tzinfo is UTC and read == plus_two
     assert column_type.process_result_value(None, dialect) is None
@@ -59,7 +59,7 @@ def test_utc_datetime_reads_aware_values_in_utc() -> None:
 
 def test_utc_datetime_writes_utc_and_refuses_naive_values() -> None:
     column_type = UTCDateTime()
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    dialect = postgresql.dialect()
     plus_two = datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
     written = column_type.process_bind_param(plus_two, dialect)
     assert written is not None and written.tzinfo is UTC and written.hour == 3
