@@ -97,11 +97,11 @@ async def measure_cpu(
             order = variants[round_no % len(variants) :] + variants[: round_no % len(variants)]
             for endpoint_key, n in batch.items():
                 for variant in order:
-                    endpoint = next((e for e in SERVES[variant] if e.key == endpoint_key), None)
-                    if endpoint is None:
+                    served = next((e for e in SERVES[variant] if e.key == endpoint_key), None)
+                    if served is None:
                         continue
                     micros, errors = await run_batch(
-                        clients[variant], endpoint, n, counter, update_base
+                        clients[variant], served, n, counter, update_base
                     )
                     counter += n
                     series = results.series.setdefault((variant, endpoint_key), CpuSeries())
