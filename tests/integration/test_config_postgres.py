@@ -14,10 +14,16 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from structlog.testing import capture_logs
 
-from db_manager import Database, DatabaseSettings, UnitOfWork, create_engine, load_settings
+from db_manager import (
+    Database,
+    DatabaseSettings,
+    DatabaseUnavailable,
+    UnitOfWork,
+    create_engine,
+    load_settings,
+)
 from tests.support.postgres import PG_HOST, PG_PORT, admin_execute, pg_settings
 
 pytestmark = pytest.mark.postgres
@@ -180,7 +186,8 @@ async def test_special_character_password_reaches_the_server_byte_for_byte() -> 
     )
     engine = create_engine(settings)
     try:
-        with pytest.raises(DBAPIError) as info:
+        # A refused login is transient (a rotated password): DatabaseUnavailable, a 503.
+        with pytest.raises(DatabaseUnavailable) as info:
             async with UnitOfWork(engine) as uow:
                 await uow.session.execute(text("SELECT 1"))
     finally:
