@@ -3,16 +3,10 @@ prints its verdict. No timing assertion (the figures are the benchmark's, not a 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # bench/ is not an installed package
-
-from bench.common import Target, bench_database  # noqa: E402
-from bench.fsm import SCENARIOS, VARIANTS, measure, report  # noqa: E402
+from bench.common import Target, bench_database
+from bench.fsm import SCENARIOS, VARIANTS, measure, report
 
 pytestmark = [pytest.mark.postgres]
 
