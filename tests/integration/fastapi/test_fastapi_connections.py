@@ -240,7 +240,8 @@ async def test_request_timeout_gives_504_no_row_and_no_busy_backend(
 @pytest.mark.postgres
 async def test_statement_timeout_alone_bounds_a_stuck_handler(pg_database: str) -> None:
     """No wrapper at all: the server cancels the statement after ``statement_timeout``, the
-    request fails cleanly (JSON 500, rolled back) and the backend is idle again."""
+    request fails cleanly (a statement timeout is transient: JSON 503 with ``Retry-After``,
+    rolled back) and the backend is idle again."""
     settings = pg_settings(pg_database, statement_timeout=1.0)
     async with in_process(settings) as run:
         async with engine_of(run.app).connect() as conn:
@@ -250,8 +251,9 @@ async def test_statement_timeout_alone_bounds_a_stuck_handler(pg_database: str) 
         response = await run.client.post("/things/slow?seconds=30", json={"name": "stuck"})
         elapsed = time.monotonic() - started
 
-        assert response.status_code == 500
-        assert response.json()["error"] == "database_error"
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"]
+        assert response.json()["error"] == "database_unavailable"
         assert 1.0 <= elapsed < 3.0
         assert names(run.events, "slow_done") == []
         assert await thing_names(settings) == set()
