@@ -54,15 +54,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import Select, bindparam, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Executable
@@ -105,6 +105,7 @@ class Reader:
         "_engine",
         "_get_statements",
         "_min_position",
+        "_override",
         "_owns_engine",
         "_replicas",
         "_sqlite",
@@ -130,6 +131,7 @@ class Reader:
         self._get_statements: dict[type[Any], tuple[Select[Any], tuple[str, ...]]] = {}
         self._replicas = replicas
         self._min_position = 0
+        self._override: async_sessionmaker[AsyncSession] | None = None
 
     @classmethod
     def from_settings(
@@ -171,7 +173,23 @@ class Reader:
         view._owns_engine, view._sqlite = False, self._sqlite
         view._get_statements, view._replicas = self._get_statements, self._replicas
         view._min_position = position
+        view._override = self._override
         return view
+
+    @contextmanager
+    def override(self, session_factory: async_sessionmaker[AsyncSession]) -> Iterator[None]:
+        """Read through sessions of ``session_factory`` inside the ``with`` (for tests).
+
+        ``db_manager.testing`` binds them to the test's connection, so reads see the test's
+        uncommitted rows, as units of work do. Writes are then refused client-side only
+        (DML constructs); the statement runs on the same code path, in the test's
+        transaction.
+        """
+        previous, self._override = self._override, session_factory
+        try:
+            yield
+        finally:
+            self._override = previous
 
     async def dispose(self) -> None:
         """Close the read engine's pooled connections (if this reader owns the engine)."""
@@ -273,6 +291,10 @@ class Reader:
         ``BEGIN`` whose first read fixes the snapshot. Rolled back and returned at exit, also
         when the block is cancelled.
         """
+        if self._override is not None:
+            async with self._override() as bound:
+                yield bound
+            return
         try:
             conn = await self._connect_for_snapshot()
         except Exception as exc:
@@ -335,6 +357,12 @@ class Reader:
         params: Params | None,
         finish: Callable[[Result[Any]], _T],
     ) -> _T:
+        override = self._override
+        if override is not None:
+            async with override() as session:
+                return await session.run_sync(
+                    lambda sync: how(sync.connection(), statement, params, finish)
+                )
         try:
             return await greenlet_spawn(self._on_connection, how, statement, params, finish)
         except Exception as exc:

@@ -16,7 +16,8 @@ Fixtures:
   savepoint is released) and the test still leaves nothing behind.
 * ``dbm_client`` - an ``httpx.AsyncClient`` for the FastAPI app of your ``dbm_app`` fixture,
   lifespan running, whose ``uow_factory`` (HTTP ``get_uow`` and the bot middleware alike)
-  is bound to the test's transaction.
+  and whose read path (``ReaderDep``, :meth:`Reader.override`) are bound to the test's
+  transaction.
 
 Concurrency: all units of work share the test's one connection, so ``dbm_client`` runs
 requests one at a time (concurrent requests in a test are queued, not interleaved); a
@@ -32,6 +33,7 @@ require("db_manager.testing", "testing", "pytest", "pytest_asyncio", "httpx")
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,7 +162,10 @@ async def dbm_client(
     """An httpx client for ``dbm_app``, lifespan running, bound to the test's transaction."""
     async with dbm_app.router.lifespan_context(dbm_app):
         factory: UnitOfWorkFactory[Any] = dbm_app.state.uow_factory
-        with factory.override(dbm_session_factory):
+        database = getattr(dbm_app.state, "database", None)
+        # The read path too: handlers on ReaderDep see the test's rows, as UowDep ones do.
+        reading = database.reader.override(dbm_session_factory) if database else nullcontext()
+        with factory.override(dbm_session_factory), reading:
             transport = httpx.ASGITransport(app=_OneAtATime(dbm_app))
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 yield client
