@@ -32,6 +32,7 @@ Driver messages pass through :func:`summarize` before db_manager logs or returns
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 __all__ = [
     "CommitOutcomeUnknown",
@@ -49,6 +50,7 @@ __all__ = [
     "as_unavailable",
     "is_connection_error",
     "loggable",
+    "redact",
     "summarize",
 ]
 
@@ -221,18 +223,39 @@ def summarize(exc: BaseException, *, with_type: bool = False) -> str:
     return f"{type(driver).__name__}: {first}" if with_type else first
 
 
-def loggable(exc: BaseException) -> BaseException:
-    """``exc``, or a stand-in to log with its traceback when its text may quote parameter
-    values (a driver error while ``hide_parameters`` is on): same frames, the
-    :func:`summarize` line as message, no chained driver exception."""
-    if not getattr(exc, "hide_parameters", False):
+def loggable(exc: BaseException, *, secrets: Iterable[str] = ()) -> BaseException:
+    """``exc``, or a stand-in to log with its traceback when its text may hold what must not
+    be logged: parameter values (a driver error while ``hide_parameters`` is on) or one of
+    ``secrets`` (a bot token in an HTTP client's error), in it or in a chained exception.
+    The stand-in has the same frames, the :func:`summarize` line as its message (``secrets``
+    replaced by ``[secret]``) and no chained exception."""
+    hidden = [secret for secret in secrets if secret]
+    leaks = any(secret in text for text in _chain_texts(exc) for secret in hidden)
+    if not leaks and not getattr(exc, "hide_parameters", False):
         return exc
-    stand_in = _HiddenParameters(f"{type(exc).__name__}: {summarize(exc, with_type=True)}")
-    return stand_in.with_traceback(exc.__traceback__)
+    message = redact(f"{type(exc).__name__}: {summarize(exc, with_type=True)}", hidden)
+    return _HiddenParameters(message).with_traceback(exc.__traceback__)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every non-empty one of ``secrets`` replaced by ``[secret]``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[secret]")
+    return text
+
+
+def _chain_texts(exc: BaseException) -> Iterator[str]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield str(current)
+        current = current.__cause__ or current.__context__
 
 
 class _HiddenParameters(Exception):
-    """What :func:`loggable` logs in place of a driver error."""
+    """What :func:`loggable` logs in place of an error whose text must not be logged."""
 
 
 def _reason(exc: BaseException) -> str:

@@ -41,7 +41,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db_manager.cancellation import run_to_completion
-from db_manager.errors import DatabaseUnavailable, loggable, summarize
+from db_manager.errors import DatabaseUnavailable, loggable, redact, summarize
 from db_manager.telegram.lifespan import WebhookRuntime
 from db_manager.telegram.middleware import OUTCOME_KEY, Outcome, retry_after, transient_failure
 from db_manager.telegram.settings import DEFAULT_WEBHOOK_MAX_BODY
@@ -152,7 +152,7 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
     except Exception as exc:
         failure = transient_failure(exc)
         if failure is not None:
-            return _transient(update, failure)
+            return _transient(update, failure, bot)
         if isinstance(exc, IntegrityError):
             log.error(
                 "update rolled back: integrity error",
@@ -160,18 +160,20 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
                 error=summarize(exc),
             )
             return Response(status_code=200)
-        shown = loggable(exc)  # a driver error's text may quote parameter values
+        # A driver error's text may quote parameter values, an HTTP client's the bot token
+        # (it is part of every Bot API URL).
+        shown = loggable(exc, secrets=[bot.token])
         log.error(
             "update handler failed; rolled back and acknowledged",
             update_id=update.update_id,
             error_type=type(exc).__name__,
-            error=summarize(exc),
+            error=redact(summarize(exc), [bot.token]),
             exc_info=True if shown is exc else shown,
         )
         return Response(status_code=200)
     if outcome.transient is not None:
         # An error handler of the app swallowed the failure; the update was not applied.
-        return _transient(update, outcome.transient)
+        return _transient(update, outcome.transient, bot)
     if result is UNHANDLED or result is None or not isinstance(result, TelegramMethod):
         return Response(status_code=200)
     return await _method_response(bot, result)
@@ -244,7 +246,7 @@ def _forget(task: asyncio.Task[Any]) -> None:
         log.info("a timed-out update ended with an error", error=summarize(error))
 
 
-def _transient(update: Update, failure: Exception) -> Response:
+def _transient(update: Update, failure: Exception, bot: Bot) -> Response:
     if isinstance(failure, DatabaseUnavailable):
         log.warning(
             "database unavailable; Telegram will retry the update",
@@ -257,7 +259,7 @@ def _transient(update: Update, failure: Exception) -> Response:
             "Bot API unavailable; rolled back, Telegram will retry the update",
             update_id=update.update_id,
             error_type=type(failure).__name__,
-            error=str(failure),
+            error=redact(str(failure), [bot.token]),
         )
         detail = "The Bot API is unavailable; retry later."
     return _retry_later(detail, retry_after(failure))

@@ -10,11 +10,12 @@ that fails the way aiogram's own does; nothing of db_manager is patched.
 from __future__ import annotations
 
 import json
+import traceback
 from typing import Any
 
 import pytest
 from aiogram import Bot
-from aiogram.exceptions import TelegramNetworkError
+from aiogram.exceptions import TelegramEntityTooLarge, TelegramNetworkError
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import TelegramType
 from structlog.testing import capture_logs
@@ -29,7 +30,7 @@ from tests.support.scenario_app import (
     scenario_app,
 )
 from tests.support.telegram import RecordingSession
-from tests.support.updates import message_update, next_update_id
+from tests.support.updates import BOT_TOKEN, message_update, next_update_id
 
 
 class FlakySession(RecordingSession):
@@ -45,8 +46,12 @@ class FlakySession(RecordingSession):
     async def make_request(
         self, bot: Bot, method: TelegramMethod[TelegramType], timeout: int | None = None
     ) -> TelegramType:
+        # As some of aiohttp's errors do, the messages quote the URL: the token is in it.
+        url = f"https://api.telegram.org/bot{bot.token}/{method.__api_method__}"
         if self.down == "offline":
-            raise TelegramNetworkError(method=method, message="Request timeout error")
+            raise TelegramNetworkError(method=method, message=f"TooManyRedirects: url={url!r}")
+        if self.down == "too large":
+            raise TelegramEntityTooLarge(method=method, message=f"Payload too large: {url}")
         if isinstance(self.down, dict):
             body = {"ok": False, "error_code": self.down["status_code"], **self.down}
             body.pop("status_code")
@@ -97,6 +102,7 @@ async def test_a_transient_bot_api_failure_is_answered_503_and_retried_once(
             assert await recorded_updates(observer) == []  # so the redelivery is applied
             [entry] = [e for e in logs if e.get("update_id") == update["update_id"]]
             assert entry["log_level"] == "warning" and "Bot API" in entry["event"]
+            assert BOT_TOKEN not in str(entry)
 
             session.down = None
             session.clear()
@@ -132,3 +138,22 @@ async def test_a_permanent_bot_api_failure_is_rolled_back_and_acknowledged(
             assert description in entry["error"]
     finally:
         await observer.dispose()
+
+
+async def test_a_permanent_failure_quoting_the_bot_token_is_logged_without_it(
+    db_settings: DatabaseSettings,
+) -> None:
+    session = FlakySession()
+    session.down = "too large"  # a network error subclass that a retry cannot cure
+    app = scenario_app(db_settings, {"answer": answer}, session=session)
+    update = message_update("answer", update_id=next_update_id())
+    async with running(app) as client:
+        with capture_logs() as logs:
+            response = await post_update(client, update)
+    assert response.status_code == 200
+    [entry] = [e for e in logs if e.get("update_id") == update["update_id"]]
+    assert entry["error_type"] == "TelegramEntityTooLarge"
+    rendered = "".join(traceback.format_exception(entry["exc_info"]))
+    assert "[secret]" in entry["error"] and "[secret]" in rendered
+    assert BOT_TOKEN not in str(entry) and BOT_TOKEN not in rendered
+    assert "in answer" in rendered  # still shows where it happened
