@@ -55,7 +55,7 @@ def password_server(pg_available: None) -> Iterator[PasswordServer]:
         server.destroy()
 
 
-def _settings(server: PasswordServer, password: str, **overrides: object) -> DatabaseSettings:
+def _settings(server: PasswordServer, password: str) -> DatabaseSettings:
     return DatabaseSettings(
         driver="postgresql+asyncpg",
         host="127.0.0.1",
@@ -64,7 +64,6 @@ def _settings(server: PasswordServer, password: str, **overrides: object) -> Dat
         password=password,
         database=DATABASE,
         connect_timeout=1.0,
-        **overrides,  # type: ignore[arg-type]
     )
 
 
