@@ -25,7 +25,8 @@ PROCESSES = 4
 ROUNDS = 5
 
 # The app's metadata (app.models and db_manager's Telegram tables), as `python -m app run`
-# creates it at start; "ready" once connected, create_all when told "go".
+# creates it at start. A child imports once and serves every round: it gets a database name,
+# connects, says "ready", and runs create_all when told "go".
 CHILD = """
 import asyncio, sys
 import app.models  # noqa: F401
@@ -33,33 +34,65 @@ import db_manager.telegram  # noqa: F401
 from db_manager import Database, DatabaseSettings
 
 async def main() -> int:
-    host, port, user, database = sys.argv[1:5]
-    settings = DatabaseSettings(
-        driver="postgresql+asyncpg", host=host, port=int(port), user=user, database=database
-    )
-    db = Database(settings)
-    await db.start()
-    try:
-        print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    host, port, user = sys.argv[1:4]
+    loop = asyncio.get_running_loop()
+    while database := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
+        settings = DatabaseSettings(
+            driver="postgresql+asyncpg", host=host, port=int(port), user=user, database=database
+        )
+        db = Database(settings)
+        await db.start()
         try:
-            await db.create_all()
-        except Exception as exc:
-            print(f"failed: {type(exc).__name__}: {exc}", flush=True)
-            return 1
-        print("started", flush=True)
-        return 0
-    finally:
-        await db.dispose()
+            print("ready", flush=True)
+            await loop.run_in_executor(None, sys.stdin.readline)
+            try:
+                await db.create_all()
+            except Exception as exc:
+                print(f"failed: {type(exc).__name__}: {exc}", flush=True)
+            else:
+                print("started", flush=True)
+        finally:
+            await db.dispose()
+    return 0
 
 sys.exit(asyncio.run(main()))
 """
 
 
-async def _round(database: str) -> list[tuple[int | None, str]]:
+async def _read_until(child: asyncio.subprocess.Process, *markers: str) -> str:
+    """Lines up to one that starts with a marker (db_manager's own log lines come first)."""
+    assert child.stdout is not None
+    seen: list[str] = []
+    while True:
+        line = await child.stdout.readline()
+        assert line, "\n".join(seen)  # exited early
+        seen.append(line.decode().strip())
+        if seen[-1].startswith(markers):
+            return seen[-1]
+
+
+async def _send(children: list[asyncio.subprocess.Process], line: str) -> None:
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(line.encode() + b"\n")
+    await asyncio.gather(*(child.stdin.drain() for child in children if child.stdin))
+
+
+async def _round(children: list[asyncio.subprocess.Process], database: str) -> list[str]:
+    async with asyncio.timeout(60):
+        await _send(children, database)
+        await asyncio.gather(*(_read_until(child, "ready") for child in children))
+        await _send(children, "go")  # released together, each already connected
+        return list(
+            await asyncio.gather(*(_read_until(child, "started", "failed") for child in children))
+        )
+
+
+@pytest.mark.slow  # four interpreters importing the app, then five rounds
+async def test_concurrent_first_starts_all_create_or_find_the_tables(pg_available: None) -> None:
     children = [
         await asyncio.create_subprocess_exec(
-            *(sys.executable, "-c", CHILD, PG_HOST, str(PG_PORT), PG_USER, database),
+            *(sys.executable, "-c", CHILD, PG_HOST, str(PG_PORT), PG_USER),
             env=child_env(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -67,45 +100,29 @@ async def _round(database: str) -> list[tuple[int | None, str]]:
         )
         for _ in range(PROCESSES)
     ]
+    started = 0
     try:
-        async with asyncio.timeout(120):  # four interpreters on a possibly busy machine
-            for child in children:
-                assert child.stdout is not None
-                seen: list[str] = []  # db_manager's own log lines come first
-                while not seen or seen[-1] != "ready":
-                    line = await child.stdout.readline()
-                    assert line, "".join(seen)  # exited before it was ready
-                    seen.append(line.decode().strip())
-            for child in children:  # released together
-                assert child.stdin is not None
-                child.stdin.write(b"go\n")
-            await asyncio.gather(*(child.stdin.drain() for child in children if child.stdin))
-            outputs = await asyncio.gather(*(child.communicate() for child in children))
+        for attempt in range(ROUNDS):
+            database = f"dbm_race_{uuid.uuid4().hex[:10]}"
+            await admin_execute(f'CREATE DATABASE "{database}"')
+            try:
+                results = await _round(children, database)
+            finally:
+                await admin_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            failed = [line for line in results if line != "started"]
+            assert failed == [], (
+                f"round {attempt + 1}: {len(failed)} of {PROCESSES} failed: {failed}"
+            )
+            started += len(results)
+        await _send(children, "")
+        codes = await asyncio.gather(*(child.wait() for child in children))
+        assert codes == [0] * PROCESSES
     finally:
         for child in children:
             if child.returncode is None:
                 child.kill()
                 await child.wait()
-    return [
-        (child.returncode, out.decode()) for child, (out, _) in zip(children, outputs, strict=True)
-    ]
-
-
-@pytest.mark.slow  # twenty interpreters importing the app: ~50 s on two busy cores
-async def test_concurrent_first_starts_all_create_or_find_the_tables(pg_available: None) -> None:
-    for attempt in range(ROUNDS):
-        database = f"dbm_race_{uuid.uuid4().hex[:10]}"
-        await admin_execute(f'CREATE DATABASE "{database}"')
-        try:
-            results = await _round(database)
-        finally:
-            await admin_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        failed = [output for code, output in results if code != 0]
-        assert failed == [], f"round {attempt + 1}: {len(failed)} of {PROCESSES} failed:\n" + (
-            "\n".join(failed)
-        )
-        for _, output in results:
-            assert "started" in output.splitlines(), output
+    assert started == PROCESSES * ROUNDS
 
 
 async def test_a_create_all_failure_is_one_line(pg_database: str) -> None:
