@@ -28,6 +28,7 @@ from db_manager.errors import (
     ReadOnlyError,
     SchemaError,
     TableNameError,
+    TransactionConflict,
     UnitOfWorkStateError,
 )
 from db_manager.reader import Reader
@@ -63,6 +64,7 @@ __all__ = [
     "SectionSettings",
     "ServiceRegistry",
     "TableNameError",
+    "TransactionConflict",
     "UnitOfWork",
     "UnitOfWorkFactory",
     "UnitOfWorkStateError",
