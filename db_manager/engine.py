@@ -3,9 +3,11 @@
 Dialect tuning lives here and nowhere else:
 
 * SQLite (aiosqlite): foreign keys on, WAL and a busy timeout for files, a static pool for
-  ``:memory:``, and real transactions (pysqlite's implicit BEGIN is switched off and we emit
-  ``BEGIN IMMEDIATE`` ourselves, so a read-then-write never fails with "database is locked"
-  but waits up to ``sqlite_busy_timeout``).
+  ``:memory:``, no pre-ping unless ``pool_pre_ping`` is set explicitly (a connection to a
+  local file does not go stale, and a ping costs three thread hops per checkout), and
+  transactions that take the write lock with their first write, never for a read
+  (:mod:`db_manager._sqlite`), so a read-then-write never fails with "database is locked"
+  but waits up to ``sqlite_busy_timeout``.
 * asyncpg: a connect timeout (asyncpg's own is 60 s), an optional ``command_timeout``,
   server-side ``statement_timeout`` / ``idle_in_transaction_session_timeout`` (a cancelled
   client does not reliably stop a query on the server; these do),
@@ -22,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import URL, event
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from db_manager._extras import require
+from db_manager._sqlite import SQLITE_BEGIN_OPTION, make_sqlite_read_only, tune_sqlite
 from db_manager.config import DatabaseSettings
 
 __all__ = [
@@ -39,10 +41,6 @@ __all__ = [
     "create_replica_engine",
     "is_memory",
 ]
-
-# Execution option: ``conn.execution_options(db_manager_sqlite_begin="DEFERRED")`` makes an
-# SQLite transaction that only reads start without taking the write lock.
-SQLITE_BEGIN_OPTION = "db_manager_sqlite_begin"
 
 
 def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngine:
@@ -60,9 +58,12 @@ def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngi
         else:
             kwargs.update(_pool_arguments(settings, settings.pool_size, settings.max_overflow))
         kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout}
+        kwargs["pool_pre_ping"] = (
+            settings.pool_pre_ping and "pool_pre_ping" in settings.model_fields_set
+        )
         kwargs.update(engine_kwargs)
         engine = create_async_engine(url, **_fit_pool_arguments(kwargs))
-        _tune_sqlite(engine, settings, memory=memory)
+        tune_sqlite(engine, settings, memory=memory)
         return engine
 
     require("PostgreSQL (postgresql+asyncpg)", "postgres", "asyncpg")
@@ -99,7 +100,7 @@ def create_read_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> Asyn
         kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout}
         kwargs.update(engine_kwargs)
         engine = create_async_engine(url, **_fit_pool_arguments(kwargs))
-        _make_sqlite_read_only(engine, settings)
+        make_sqlite_read_only(engine, settings)
         return engine
 
     require("PostgreSQL (postgresql+asyncpg)", "postgres", "asyncpg")
@@ -213,46 +214,6 @@ def _fit_pool_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _unique_statement_name() -> str:
     return f"__asyncpg_{uuid.uuid4().hex}__"
-
-
-def _tune_sqlite(engine: AsyncEngine, settings: DatabaseSettings, *, memory: bool) -> None:
-    busy_ms = int(settings.sqlite_busy_timeout * 1000)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        # Turn off pysqlite's own transaction handling; the "begin" hook below emits BEGIN.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-            if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front: concurrent writers queue on busy_timeout
-        # instead of failing with SQLITE_BUSY when a read transaction upgrades to a write.
-        # A connection that only reads may ask for a deferred BEGIN (see SQLITE_BEGIN_OPTION).
-        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
-        connection.exec_driver_sql("BEGIN" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
-
-
-def _make_sqlite_read_only(engine: AsyncEngine, settings: DatabaseSettings) -> None:
-    busy_ms = int(settings.sqlite_busy_timeout * 1000)
-
-    # A pool event, not a connection event: statements still run with no listener at all.
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA query_only=ON")
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-        finally:
-            cursor.close()
 
 
 def create_replica_engine(

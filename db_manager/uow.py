@@ -40,10 +40,11 @@ from typing import Any, Final, Generic, Self, TypeVar
 
 import structlog
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
+from db_manager._sqlite import SQLITE_BEGIN_OPTION, SQLITE_FIRST_WRITE
 from db_manager.cancellation import run_to_completion
 from db_manager.errors import (
     UnitOfWorkStateError,
@@ -92,6 +93,24 @@ def _run_begin_hooks(
     if hooks and transaction.parent is None:
         for hook in list(hooks):
             hook(connection)
+
+
+@event.listens_for(UnitOfWorkSession, "after_begin")
+def _begin_sqlite_at_first_write(
+    session: Session, transaction: SessionTransaction, connection: Connection
+) -> None:
+    # SQLite: the transaction begins with its first write or locking read, so the reads of a
+    # unit of work never take the write lock (db_manager._sqlite). Not for a session joined
+    # to a caller's connection (the testing plugin's), whose transaction is the caller's.
+    if (
+        transaction.parent is None
+        and connection.dialect.name == "sqlite"
+        and isinstance(session.bind, Engine)
+    ):
+        connection.execution_options(**_FIRST_WRITE)
+
+
+_FIRST_WRITE: Final[Mapping[str, str]] = MappingProxyType({SQLITE_BEGIN_OPTION: SQLITE_FIRST_WRITE})
 
 
 # The options of every session a UnitOfWork runs on, written once (the Database's factory,

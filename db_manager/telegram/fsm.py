@@ -19,8 +19,9 @@ Contract:
   calls join its own unit of work instead.
 * **No lost updates.** The first access to a key in a transaction locks its row: on
   PostgreSQL an ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` that creates the row or
-  takes its lock (one statement, no check-then-insert race); on SQLite the unit of work
-  already holds the writer lock (``BEGIN IMMEDIATE``). A second update of the key, in any
+  takes its lock (one statement, no check-then-insert race); on SQLite a locking read
+  (``with_for_update()``: the unit of work takes the writer lock, ``BEGIN IMMEDIATE``, if
+  an earlier write has not already). A second update of the key, in any
   process, waits at its first storage access until the first commits, then reads the
   committed value. aiogram's event isolation is therefore not needed for correctness,
   across processes or within one: ``SimpleEventIsolation`` only keeps same-process waiters
@@ -109,8 +110,8 @@ _pg_lock = postgresql.insert(_TABLE).values(_INSERT_VALUES)
 _PG_LOCK = _pg_lock.on_conflict_do_update(
     index_elements=list(_KEY_COLUMNS), set_={"state": _TABLE.c.state}
 ).returning(_TABLE.c.state, _TABLE.c.data)
-# SQLite: BEGIN IMMEDIATE already holds the writer lock; a read is enough.
-_SQLITE_READ = select(_TABLE.c.state, _TABLE.c.data).where(*_WHERE)
+# SQLite: a locking read takes the writer lock (db_manager._sqlite), held until COMMIT.
+_SQLITE_READ = select(_TABLE.c.state, _TABLE.c.data).where(*_WHERE).with_for_update()
 
 
 def _upsert(insert: Any) -> Executable:
