@@ -13,10 +13,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import URL, BigInteger, MetaData, String, bindparam, select, text
+from sqlalchemy import URL, BigInteger, MetaData, String, Table, bindparam, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db_manager import NAMING_CONVENTION, Base, DatabaseSettings
@@ -54,11 +54,11 @@ class Message(BenchModel):
     text: Mapped[str] = mapped_column(String(200))
 
 
-ITEMS = Item.__table__
+ITEMS = cast(Table, Item.__table__)
 # The Core read of the read path, built once: SQLAlchemy's compiled cache does the rest.
 ITEM_BY_ID = select(ITEMS.c.id, ITEMS.c.name, ITEMS.c.counter).where(ITEMS.c.id == bindparam("id"))
 SELECT_1 = text("SELECT 1")
-UPDATES_TABLE = TelegramUpdate.__table__
+UPDATES_TABLE = cast(Table, TelegramUpdate.__table__)
 
 
 @dataclass(frozen=True)
