@@ -2,9 +2,11 @@
 
 Options: ``--quick`` (under 2 minutes: fewer rounds, shorter runs), ``--rss`` (adds the
 100 000-request memory soak), ``--no-load`` / ``--no-cpu`` (skip a measurement),
+``--backend all|postgresql|sqlite`` (default all: PostgreSQL, then SQLite),
 ``--out PATH`` (default ``docs/benchmarks.md``). The run creates its own PostgreSQL database
 (``BENCH_PG_HOST``/``_PORT``/``_USER``/``_DATABASE``, defaults 127.0.0.1:5432 postgres/test
-for the admin connection) and drops it at the end.
+for the admin connection) and drops it at the end; the SQLite mode, a WAL file in a
+temporary directory. A run of one backend rewrites only that backend's part of the file.
 """
 
 from __future__ import annotations
@@ -18,21 +20,31 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvloop
 
-from bench.common import Target, bench_database
+from bench.apps import SQLITE_VARIANTS
+from bench.common import Target, bench_database, bench_sqlite_database
 from bench.cpu import CPU_VARIANTS, measure_cpu
+from bench.hops import count_thread_hops
 from bench.load import measure_load
-from bench.report import BenchRun, markdown, round_trips_saved, targets
+from bench.report import (
+    BenchRun,
+    markdown,
+    round_trips_saved,
+    sqlite_markdown,
+    targets,
+    write_document,
+)
 from bench.roundtrips import count_round_trips
 from bench.soak import soak
 
 ROOT = Path(__file__).resolve().parent.parent
 # Compared pairs sit next to each other: project / baseline / peer, project_bot / aiohttp.
 LOAD_VARIANTS = ("project", "baseline", "peer", "floor", "project_bot", "aiohttp")
-QUICK = {
+QUICK: dict[str, Any] = {
     "cpu_rounds": 3,
     "cpu_batch": {
         "noop": 300,
@@ -47,7 +59,7 @@ QUICK = {
     "load_seconds": 2.0,
     "wire_n": 20,
 }
-FULL = {
+FULL: dict[str, Any] = {
     "cpu_rounds": 9,
     "cpu_batch": {
         "noop": 1000,
@@ -107,6 +119,41 @@ async def run_all(args: argparse.Namespace) -> BenchRun:
     return run
 
 
+async def run_sqlite(args: argparse.Namespace) -> BenchRun:
+    plan = QUICK if args.quick else FULL
+    run = BenchRun(
+        mode="quick" if args.quick else "full", started=dt.datetime.now(dt.UTC), backend="sqlite"
+    )
+    run.load_average = (load_average(), "")
+    began = time.monotonic()
+    async with bench_sqlite_database(Target(pool_size=args.pool_size)) as target:
+        print(f"SQLite file {target.sqlite_path} created with 1000 items", flush=True)
+        if not args.no_cpu:
+            print("SQLite measurement 1: CPU per request, in-process", flush=True)
+            run.cpu = await measure_cpu(
+                target,
+                rounds=int(plan["cpu_rounds"]),
+                batch=dict(plan["cpu_batch"]),
+                variants=SQLITE_VARIANTS,
+            )
+        print("SQLite: counting aiosqlite thread hops per request", flush=True)
+        run.hops = await count_thread_hops(target, variants=SQLITE_VARIANTS, n=int(plan["wire_n"]))
+        if not args.no_load:
+            print("SQLite measurement 2: throughput under load", flush=True)
+            run.load = await asyncio.to_thread(
+                measure_load,
+                target,
+                rounds=int(plan["load_rounds"]),
+                duration=float(plan["load_seconds"]),
+                warmup=1.0,
+                connections=args.connections,
+                variants=SQLITE_VARIANTS,
+            )
+    run.seconds = time.monotonic() - began
+    run.load_average = (run.load_average[0], load_average())
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (under 2 minutes)")
@@ -115,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cpu", action="store_true", help="skip the in-process CPU measurement")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--pool-size", type=int, default=10, help="pool size of every variant")
+    parser.add_argument(
+        "--backend", choices=("all", "postgresql", "sqlite"), default="all", help="default all"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     if not (args.no_load and not args.rss) and shutil.which("wrk") is None:
@@ -124,16 +174,25 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    run = uvloop.run(run_all(args))
-    results = targets(run)
-    print()
-    for result in results:
-        print(result.line())
-    for line in round_trips_saved(run):
-        print(line)
-    notes = (Path(__file__).with_name("NOTES.md")).read_text()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(run, results, notes))
+    postgres = sqlite = None
+    if args.backend in ("all", "postgresql"):
+        run = uvloop.run(run_all(args))
+        results = targets(run)
+        print()
+        for result in results:
+            print(result.line())
+        for line in round_trips_saved(run):
+            print(line)
+        postgres = markdown(run, results, Path(__file__).with_name("NOTES.md").read_text())
+    if args.backend in ("all", "sqlite"):
+        sqlite_run = uvloop.run(run_sqlite(args))
+        sqlite_results = targets(sqlite_run)
+        print()
+        for result in sqlite_results:
+            print(f"[sqlite] {result.line()}")
+        notes = Path(__file__).with_name("NOTES_SQLITE.md").read_text()
+        sqlite = sqlite_markdown(sqlite_run, sqlite_results, notes)
+    write_document(args.out, postgres, sqlite)
     print(f"\nwritten to {args.out}")
     return 0
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
@@ -71,11 +73,19 @@ class Target:
     admin_database: str = os.environ.get("BENCH_PG_DATABASE", "test")
     database: str = ""
     pool_size: int = 10
+    # Non-empty: every variant uses this SQLite file (WAL) instead of PostgreSQL.
+    sqlite_path: str = ""
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.sqlite_path else "postgresql"
 
     def with_port(self, port: int) -> Target:
         return replace(self, port=port)
 
     def url(self) -> URL:
+        if self.sqlite_path:
+            return URL.create("sqlite+aiosqlite", database=self.sqlite_path)
         return URL.create(
             "postgresql+asyncpg",
             username=self.user,
@@ -88,12 +98,17 @@ class Target:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
     def settings(self, **overrides: Any) -> DatabaseSettings:
-        values: dict[str, Any] = {
+        server: dict[str, Any] = {
             "driver": "postgresql+asyncpg",
             "host": self.host,
             "port": self.port,
             "user": self.user,
             "database": self.database,
+        }
+        if self.sqlite_path:
+            server = {"driver": "sqlite+aiosqlite", "database": self.sqlite_path}
+        values: dict[str, Any] = {
+            **server,
             "pool_size": self.pool_size,
             "max_overflow": 0,
             # Same pool behaviour as the hand-written baseline: no pre-ping (see docs).
@@ -136,11 +151,27 @@ async def bench_database(target: Target) -> AsyncIterator[Target]:
             await admin.close()
 
 
+@asynccontextmanager
+async def bench_sqlite_database(target: Target) -> AsyncIterator[Target]:
+    """A fresh SQLite file in WAL mode with the tables and 1000 items; deleted afterwards.
+
+    WAL is a property of the file (it persists), so every variant, the hand-written baseline
+    with aiosqlite's default setup included, runs on a WAL database.
+    """
+    with tempfile.TemporaryDirectory(prefix="dbm_bench_") as directory:
+        created = replace(target, sqlite_path=str(Path(directory) / "bench.sqlite3"))
+        await create_schema(created)
+        yield created
+
+
 async def create_schema(target: Target) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(target.url())
     try:
+        if target.sqlite_path:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         async with engine.begin() as conn:
             await conn.run_sync(BenchModel.metadata.create_all)
             await conn.run_sync(Base.metadata.create_all, tables=[UPDATES_TABLE])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from pathlib import Path
 
 from bench.cpu import CpuResults
 from bench.endpoints import BY_KEY
@@ -33,6 +35,8 @@ class BenchRun:
     load: LoadResults | None = None
     wire: dict[tuple[str, str], WireCount] | None = None
     soaks: list[Soak] = field(default_factory=list)
+    backend: str = "postgresql"
+    hops: dict[tuple[str, str], float] | None = None  # SQLite: aiosqlite thread hops/request
 
 
 @dataclass(frozen=True)
@@ -47,44 +51,20 @@ class TargetResult:
 
 
 def targets(run: BenchRun) -> list[TargetResult]:
-    results: list[TargetResult] = []
-    cpu, load, wire = run.cpu, run.load, run.wire
-    if cpu is not None:
+    if run.backend == "sqlite":
+        return sqlite_targets(run)
+    results = baseline_targets(run)
+    load, wire = run.load, run.wire
+    if load is not None and load.of("peer", "noop"):
         for key in HTTP_ENDPOINTS:
-            ratio = cpu.paired_ratio("project", key, "baseline", key)
+            ratio = load.paired_ratio("project", key, "peer", key)
             results.append(
                 TargetResult(
-                    f"CPU/request {BY_KEY[key].label} <= 1.05x baseline",
+                    f"requests/s {BY_KEY[key].label} >= advanced-alchemy",
                     f"{ratio:.3f}x",
-                    ratio <= 1.05,
+                    ratio >= 1.0,
                 )
             )
-        extra = cpu.series[("project", "noop")].median - cpu.series[("baseline", "noop")].median
-        results.append(
-            TargetResult(
-                "CPU/request GET /noop within +10 us of baseline", f"{extra:+.1f} us", extra <= 10
-            )
-        )
-    if load is not None:
-        for key in HTTP_ENDPOINTS:
-            ratio = load.paired_ratio("project", key, "baseline", key)
-            results.append(
-                TargetResult(
-                    f"requests/s {BY_KEY[key].label} >= 0.95x baseline",
-                    f"{ratio:.3f}x",
-                    ratio >= 0.95,
-                )
-            )
-        if load.of("peer", "noop"):
-            for key in HTTP_ENDPOINTS:
-                ratio = load.paired_ratio("project", key, "peer", key)
-                results.append(
-                    TargetResult(
-                        f"requests/s {BY_KEY[key].label} >= advanced-alchemy",
-                        f"{ratio:.3f}x",
-                        ratio >= 1.0,
-                    )
-                )
     if wire is not None and ("project", "noop") in wire:
         trips = wire[("project", "noop")].round_trips
         results.append(
@@ -129,6 +109,55 @@ def targets(run: BenchRun) -> list[TargetResult]:
         ):
             ratio = load.paired_ratio("project", key, "baseline", reference)
             results.append(TargetResult(name, f"{ratio:.3f}x", ratio >= threshold))
+    return results
+
+
+def baseline_targets(run: BenchRun) -> list[TargetResult]:
+    """``UowDep`` against the hand-written baseline, on either backend: CPU and requests/s."""
+    results: list[TargetResult] = []
+    cpu, load = run.cpu, run.load
+    if cpu is not None:
+        for key in HTTP_ENDPOINTS:
+            ratio = cpu.paired_ratio("project", key, "baseline", key)
+            results.append(
+                TargetResult(
+                    f"CPU/request {BY_KEY[key].label} <= 1.05x baseline",
+                    f"{ratio:.3f}x",
+                    ratio <= 1.05,
+                )
+            )
+        extra = cpu.series[("project", "noop")].median - cpu.series[("baseline", "noop")].median
+        results.append(
+            TargetResult(
+                "CPU/request GET /noop within +10 us of baseline", f"{extra:+.1f} us", extra <= 10
+            )
+        )
+    if load is not None:
+        for key in HTTP_ENDPOINTS:
+            ratio = load.paired_ratio("project", key, "baseline", key)
+            results.append(
+                TargetResult(
+                    f"requests/s {BY_KEY[key].label} >= 0.95x baseline",
+                    f"{ratio:.3f}x",
+                    ratio >= 0.95,
+                )
+            )
+    return results
+
+
+def sqlite_targets(run: BenchRun) -> list[TargetResult]:
+    """The CPU and throughput lines of PostgreSQL, and thread hops in place of round trips."""
+    results = baseline_targets(run)
+    if run.hops is not None:
+        for key in HTTP_ENDPOINTS:
+            mine, theirs = run.hops[("project", key)], run.hops[("baseline", key)]
+            results.append(
+                TargetResult(
+                    f"aiosqlite thread hops/request {BY_KEY[key].label} <= baseline",
+                    f"{mine:g} vs {theirs:g}",
+                    mine <= theirs,
+                )
+            )
     return results
 
 
@@ -364,3 +393,93 @@ def markdown(run: BenchRun, results: list[TargetResult], notes: str) -> str:
         ]
     parts += ["## Notes", "", notes.strip(), ""]
     return "\n".join(parts)
+
+
+# -- the SQLite section ---------------------------------------------------------------------
+
+SQLITE_HEADING = "## SQLite (a WAL file through aiosqlite)"
+
+
+def _hops_section(hops: dict[tuple[str, str], float]) -> str:
+    rows = [
+        [BY_KEY[key].label, VARIANT_LABELS[variant], f"{count:g}"]
+        for (variant, key), count in sorted(
+            hops.items(), key=lambda kv: (list(BY_KEY).index(kv[0][1]), kv[0][0])
+        )
+    ]
+    return _table(["endpoint", "variant", "aiosqlite thread hops/request"], rows)
+
+
+def sqlite_markdown(run: BenchRun, results: list[TargetResult], notes: str) -> str:
+    """The SQLite section of docs/benchmarks.md: it always comes last (see splice)."""
+    parts = [
+        SQLITE_HEADING,
+        "",
+        f"Generated by `python -m bench --backend sqlite{' --quick' if run.mode == 'quick' else ''}`"
+        f" (or as part of `make bench`) on {run.started:%Y-%m-%d %H:%M} UTC in "
+        f"{run.seconds / 60:.1f} min; load average {run.load_average[0]} at start, "
+        f"{run.load_average[1]} at the end; SQLite {sqlite3.sqlite_version}, aiosqlite "
+        f"{version('aiosqlite')}. The same apps, endpoints and table as above, on one SQLite "
+        "file in WAL mode; the hand-written baseline uses aiosqlite's default setup.",
+        "",
+        "### Targets (SQLite)",
+        "",
+        "```",
+        *[r.line() for r in results],
+        "```",
+        "",
+    ]
+    if run.cpu is not None:
+        parts += [
+            "### CPU per request, in-process (SQLite)",
+            "",
+            f"As on PostgreSQL: {run.cpu.rounds} interleaved rounds, the median of per-round "
+            "ratios. CPU of this process, the aiosqlite worker threads included (SQLite runs "
+            "in them).",
+            "",
+            _cpu_section(run.cpu),
+            "",
+        ]
+    if run.load is not None:
+        parts += [
+            "### Throughput under load (SQLite)",
+            "",
+            f"As on PostgreSQL (uvicorn pinned to core 0, `wrk -t1 -c{run.load.connections}` "
+            f"on core 1, {run.load.duration:g} s per run, {run.load.rounds} round(s), load "
+            f"generator: {run.load.generator}).",
+            "",
+            _load_section(run.load),
+            "",
+        ]
+    if run.hops is not None:
+        parts += [
+            "### aiosqlite thread hops per request",
+            "",
+            "Each driver call (`cursor()`, `execute`, `fetchall`, cursor `close`, `commit`, "
+            "`rollback`) is one job for the connection's worker thread and one wake-up of the "
+            "event loop; counted by wrapping each connection's job queue "
+            "(`tests/support/thread_hops.py`).",
+            "",
+            _hops_section(run.hops),
+            "",
+        ]
+    parts += ["### Notes (SQLite)", "", notes.strip(), ""]
+    return "\n".join(parts)
+
+
+def splice(document: str, sqlite_section: str) -> str:
+    """``document`` with its SQLite section (everything from its heading on) replaced."""
+    head, _, _ = document.partition(SQLITE_HEADING)
+    return head.rstrip() + "\n\n" + sqlite_section
+
+
+def write_document(out: Path, postgres: str | None, sqlite: str | None) -> None:
+    """Write the parts that were measured; keep the other backend's part from ``out``."""
+    existing = out.read_text() if out.exists() else ""
+    if postgres is None:
+        postgres = existing.partition(SQLITE_HEADING)[0].rstrip() or "# Benchmarks"
+    if sqlite is None and SQLITE_HEADING in existing:
+        sqlite = SQLITE_HEADING + existing.partition(SQLITE_HEADING)[2]
+    document = splice(postgres, sqlite) if sqlite is not None else postgres
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document.rstrip() + "\n")

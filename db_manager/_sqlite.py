@@ -31,9 +31,10 @@ SELECT in IMMEDIATE mode, a locking read, a SAVEPOINT, DDL, a CTE-first write) g
 ``BEGIN`` on the statement's own cursor, one hop. Whether one is open is read from the
 driver (``in_transaction``), never tracked on the side.
 
-A connection goes back to the pool outside any transaction: after a failed COMMIT (a
-deferred foreign key) SQLite keeps the transaction open with its lock while SQLAlchemy
-considers it over and skips the pool's rollback; the ``reset`` hook rolls it back.
+A connection goes back to the pool outside any transaction: the ``reset`` hook rolls back
+what SQLite reports open, also after a failed COMMIT (a deferred foreign key), which
+leaves SQLite's transaction and its lock open while SQLAlchemy considers it over and skips
+its own rollback; a connection with nothing open goes back without a hop.
 """
 
 from __future__ import annotations
@@ -115,9 +116,12 @@ def _plain_read(context: DefaultExecutionContext, statement: str) -> bool:
 def _leave_no_transaction_open(
     dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, state: PoolResetState
 ) -> None:
-    # The pool rolls back itself unless SQLAlchemy says the transaction was already ended
-    # (transaction_was_reset); after a failed COMMIT that is not true on SQLite's side.
-    if not state.transaction_was_reset or not state.asyncio_safe or state.terminate_only:
+    # The engine's own reset-on-return is off (engine.py): it rolled back unconditionally,
+    # one hop per checkin, also after a COMMIT; yet it skipped the rollback exactly when it
+    # was needed, after a failed COMMIT (SQLAlchemy then considers the transaction ended,
+    # SQLite does not). The driver knows: no statement is in flight at checkin (a cancelled
+    # one invalidates the connection instead), so its in_transaction is exact.
+    if not state.asyncio_safe or state.terminate_only:
         return
     driver = record.driver_connection
     if driver is not None and driver.in_transaction:

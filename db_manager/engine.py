@@ -4,7 +4,7 @@ Dialect tuning lives here and nowhere else:
 
 * SQLite (aiosqlite): foreign keys on, WAL and a busy timeout for files, a static pool for
   ``:memory:``, no pre-ping unless ``pool_pre_ping`` is set explicitly (a connection to a
-  local file does not go stale, and a ping costs three thread hops per checkout), and
+  local file does not go stale, and a ping costs four thread hops per checkout), and
   transactions that take the write lock with their first write, never for a read
   (:mod:`db_manager._sqlite`), so a read-then-write never fails with "database is locked"
   but waits up to ``sqlite_busy_timeout``.
@@ -61,6 +61,7 @@ def create_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> AsyncEngi
         kwargs["pool_pre_ping"] = (
             settings.pool_pre_ping and "pool_pre_ping" in settings.model_fields_set
         )
+        kwargs["pool_reset_on_return"] = None  # rolled back only if open (db_manager._sqlite)
         kwargs.update(engine_kwargs)
         engine = create_async_engine(url, **_fit_pool_arguments(kwargs))
         tune_sqlite(engine, settings, memory=memory)

@@ -19,6 +19,8 @@ from typing import Any
 from bench.common import Target
 
 VARIANTS = ("project", "project_bot", "baseline", "peer", "floor", "aiohttp")
+# On SQLite: db_manager against the hand-written baseline (issue 17).
+SQLITE_VARIANTS = ("project", "baseline")
 
 
 def build(variant: str, target: Target) -> Any:

@@ -3,6 +3,10 @@
 An engine and an ``async_sessionmaker`` built in the lifespan, and one dependency that yields
 a session inside ``session.begin()`` with ``scope="function"`` (so the COMMIT happens before
 the response, like the project's ``UowDep``). Same pool settings as the project variant.
+
+On SQLite: aiosqlite's default setup (pysqlite's implicit deferred BEGIN before a write) on
+the benchmark's WAL file, plus ``synchronous=NORMAL`` per connection, which SQLite recommends
+with WAL and db_manager sets too, so both variants' commits cost the same fsyncs.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from bench.common import SELECT_1, Item, Target, item_json
@@ -24,6 +28,12 @@ from bench.common import SELECT_1, Item, Target, item_json
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessionmaker() as session, session.begin():
         yield session
+
+
+def _sqlite_synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 # scope="function": COMMIT when the handler returns, before the response is sent.
@@ -36,6 +46,8 @@ def build(target: Target) -> FastAPI:
         engine = create_async_engine(
             target.url(), pool_size=target.pool_size, max_overflow=0, pool_pre_ping=False
         )
+        if target.sqlite_path:
+            event.listen(engine.sync_engine, "connect", _sqlite_synchronous_normal)
         app.state.engine = engine
         app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         try:

@@ -150,6 +150,20 @@ async def test_a_savepoint_before_any_write_rolls_back_with_its_unit_of_work(
         assert await counter_value(path) == 0
 
 
+async def test_a_core_transaction_holds_the_write_lock_from_its_first_read(
+    tmp_path: Path,
+) -> None:
+    """``engine.begin()`` (create_all, migrations, scripts) stays serializable: its first
+    statement, a read here, already runs under ``BEGIN IMMEDIATE``."""
+    path = tmp_path / "core.sqlite3"
+    async with started(settings_for(path)) as database:
+        async with database.engine.begin() as conn:
+            assert await conn.scalar(select(Counter.value)) == 0
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                outside_begin_immediate(path)
+        outside_begin_immediate(path)  # given back at COMMIT
+
+
 # -- 2. reads do not queue behind a writer ------------------------------------------------------
 
 
@@ -205,7 +219,7 @@ async def test_reads_through_uowdep_finish_while_a_writer_holds_the_lock(tmp_pat
 # -- 3. no thread hop for BEGIN ------------------------------------------------------------------
 
 
-async def test_a_single_select_costs_the_hand_written_baselines_thread_hops(
+async def test_a_single_select_costs_no_more_thread_hops_than_the_hand_written_baseline(
     tmp_path: Path,
 ) -> None:
     """The baseline: aiosqlite's default setup, ``async with session.begin()`` around the
@@ -237,7 +251,9 @@ async def test_a_single_select_costs_the_hand_written_baselines_thread_hops(
                 await engine.dispose()
 
     assert counts["baseline"] > 0  # the counter sees the hops at all
-    assert counts["project"] == counts["baseline"]
+    # No hop for BEGIN; and none for a rollback at checkin when nothing is open (the
+    # baseline's pool sends one after every COMMIT), so one fewer than the baseline.
+    assert counts["project"] <= counts["baseline"]
 
 
 # -- 4. a failed COMMIT gives the write lock back (issue 11, point 7) -------------------------
