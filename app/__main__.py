@@ -85,15 +85,13 @@ def _run(settings: Settings, host: str | None, port: int | None, workers: int) -
 
 
 async def _set_webhook(settings: Settings) -> int:
-    from aiogram import Bot
-
     from app.bot import build_dispatcher
     from app.story import load_story
-    from db_manager.telegram import register_webhook
+    from db_manager.telegram import build_bot, register_webhook
 
     if settings.bot.token is None:
         raise ConfigError("[bot] token is not set; nothing to register")
-    bot = Bot(settings.bot.token.get_secret_value())
+    bot = build_bot(settings.bot)
     try:
         await register_webhook(bot, build_dispatcher(load_story()), settings.bot)
     finally:

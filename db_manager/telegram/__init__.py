@@ -28,7 +28,12 @@ from db_manager._extras import require
 require("db_manager.telegram", "aiogram", "aiogram")
 
 from db_manager.telegram.current import bind_unit_of_work, current_unit_of_work
-from db_manager.telegram.lifespan import WebhookRuntime, register_webhook, telegram_lifespan
+from db_manager.telegram.lifespan import (
+    WebhookRuntime,
+    build_bot,
+    register_webhook,
+    telegram_lifespan,
+)
 from db_manager.telegram.middleware import (
     UOW_FACTORY_KEY,
     UOW_KEY,
@@ -55,6 +60,7 @@ __all__ = [
     "UnitOfWorkMiddleware",
     "WebhookRuntime",
     "bind_unit_of_work",
+    "build_bot",
     "current_unit_of_work",
     "prune_updates",
     "register_webhook",

@@ -13,14 +13,22 @@ from typing import Any, Protocol
 
 import structlog
 from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
+from aiogram.client.telegram import TelegramAPIServer
 
 from db_manager.errors import ConfigError, DatabaseManagerError
 from db_manager.telegram.middleware import setup_dispatcher, teardown_dispatcher
 from db_manager.telegram.settings import TelegramSettings
 from db_manager.uow import UnitOfWorkFactory
 
-__all__ = ["AppWithState", "WebhookRuntime", "register_webhook", "telegram_lifespan"]
+__all__ = [
+    "AppWithState",
+    "WebhookRuntime",
+    "build_bot",
+    "register_webhook",
+    "telegram_lifespan",
+]
 
 log = structlog.get_logger("db_manager.telegram")
 
@@ -41,6 +49,26 @@ class WebhookRuntime:
     secret: bytes
     # Bound of one update's processing by the webhook route; None: unbounded.
     processing_timeout: float | None = None
+
+
+def build_bot(
+    settings: TelegramSettings, *, session: BaseSession | None = None, **bot_kwargs: Any
+) -> Bot:
+    """The Bot of ``settings``: its token, talking to ``[bot] api_server`` when set.
+
+    ``session`` (a test's recording session, a tuned ``AiohttpSession``) gets the same
+    server. Every part of the Telegram side builds its Bot here: the webhook's lifespan,
+    webhook registration, the inbox workers and the outbox sender all reach one server.
+    """
+    if settings.token is None:
+        raise ConfigError("[bot] token is not set")
+    if settings.api_server is not None:
+        server = TelegramAPIServer.from_base(settings.api_server, is_local=settings.api_is_local)
+        if session is None:
+            session = AiohttpSession(api=server)
+        else:
+            session.api = server
+    return Bot(settings.token.get_secret_value(), session=session, **bot_kwargs)
 
 
 def telegram_lifespan(
@@ -70,7 +98,7 @@ def telegram_lifespan(
             raise DatabaseManagerError(
                 "telegram_lifespan needs app.state.uow_factory; nest it inside database_lifespan"
             )
-        bot = Bot(settings.token.get_secret_value(), session=session, **(bot_kwargs or {}))
+        bot = build_bot(settings, session=session, **(bot_kwargs or {}))
         setup_dispatcher(dispatcher, uow_factory)
         app.state.telegram = WebhookRuntime(
             bot=bot,
