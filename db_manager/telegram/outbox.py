@@ -1,0 +1,861 @@
+"""The transactional outbox: Bot API calls enqueued in a handler's transaction, sent after it.
+
+::
+
+    @router.message(CommandStart())
+    async def start(message: Message, uow: UnitOfWork, outbox: Outbox) -> None:
+        uow.session.add(Visit(user_id=message.from_user.id))
+        await outbox.send(SendMessage(chat_id=message.chat.id, text="welcome"))
+        # committed with the visit; rolled back with it, and then never sent
+
+    sender = OutboxSender(bot, database.engine, settings, notifications=notifications)
+    await sender.start()
+    ...
+    await sender.stop(settings.drain_timeout)
+
+A call sent directly from a handler happens even if the handler's transaction rolls back;
+one sent from an ``on_commit`` callback is lost if the process dies or the Bot API is down
+for a moment. :meth:`Outbox.send` instead adds a row to ``db_manager__telegram_outbox``
+through the unit of work's session (one INSERT), so the call commits or rolls back with the
+handler's writes. :class:`OutboxSender` delivers committed rows:
+
+* **Order** - per chat, in enqueue order: a chat's next row is claimed only once every
+  earlier row of that chat is ``sent`` or ``dead``. A row waiting for a retry holds back its
+  own chat only.
+* **Several processes** - on PostgreSQL each send runs in a transaction that claims its row
+  with ``FOR UPDATE SKIP LOCKED``, holds the lock during the HTTP call and marks the row in
+  that same transaction right after Telegram's answer; a process that dies releases its
+  locks with its connections. Each sender holds up to ``max_in_flight`` connections of its
+  engine's pool while sending: count them in the connection budget, or give the sender an
+  engine of its own. SQLite: one process, the same logic without row locks (the write lock
+  is taken only to mark a row, never during the HTTP call).
+* **Flood limits** - per sender process: ``private_chat_rate`` per private chat,
+  ``group_chat_rate`` per group or channel, ``bot_rate`` for the bot (a sliding window of
+  one second, with a small safety margin). A 429 pauses exactly what it names: the row's
+  chat for ``retry_after`` seconds (its row is retried then, other chats go on), or the
+  whole bot when the call has no chat.
+* **Failures** - a network error, a 5xx or an undecodable answer is retried with
+  exponential backoff and full jitter (``retry_base * 2**attempts``, at most ``retry_max``)
+  until it succeeds. A 400 (or another permanent answer) makes the row ``dead`` with
+  Telegram's description in ``last_error``; a 403 (bot blocked, kicked, user deactivated)
+  too, and ``on_forbidden(chat_id, description)`` is awaited after that is committed. A
+  database outage leaves rows pending; the sender backs off and goes on when it is back.
+* **Wake-up** - after a commit that enqueued, the senders of this process are rung at once;
+  on PostgreSQL the INSERT also notifies ``db_manager_outbox`` (delivered at COMMIT) for
+  the senders of other processes (through :class:`db_manager.notify.Notifications`). A
+  fallback poll (``poll_interval``) and a timer for the earliest retry cover the rest.
+
+**Delivery is at least once, not exactly once.** A row is marked sent in a transaction
+that commits after Telegram accepted the call; if the process dies, or the database
+connection breaks, between Telegram's answer and that COMMIT (a few milliseconds per
+message), the row is still pending and is sent again. A crash duplicates at most the calls
+in flight at that moment (``max_in_flight``). Make calls whose repetition would hurt
+idempotent on the receiving side, or accept the rare duplicate.
+
+Files are not stored: a method carrying an ``InputFile`` (``BufferedInputFile``,
+``FSInputFile``, ``URLInputFile``) is refused with :class:`OutboxError`; pass a ``file_id``
+or a URL string. Importing this module adds ``db_manager__telegram_outbox`` to
+``db_manager.Base.metadata``. aiogram and SQLAlchemy only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import enum
+import functools
+import hashlib
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import structlog
+from aiogram import Bot
+from aiogram import methods as aiogram_methods
+from aiogram.client.default import Default
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.methods import TelegramMethod
+from aiogram.types import InputFile, TelegramObject
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db_manager.base import Base
+from db_manager.cancellation import run_to_completion
+from db_manager.errors import DatabaseManagerError, is_connection_error, redact, summarize
+from db_manager.notify import Notifications, Wakeup
+from db_manager.telegram.settings import TelegramSettings
+from db_manager.uow import UnitOfWork
+
+__all__ = [
+    "CHANNEL",
+    "Outbox",
+    "OutboxError",
+    "OutboxMessage",
+    "OutboxSender",
+    "enqueue",
+    "outbox_status",
+    "purge_sent",
+    "retry_dead",
+]
+
+log = structlog.get_logger("db_manager.telegram.outbox")
+
+CHANNEL: Final = "db_manager_outbox"  # the NOTIFY channel senders LISTEN on
+
+OnForbidden = Callable[[int, str], Awaitable[None]]
+
+
+class OutboxError(DatabaseManagerError):
+    """A Bot API call that cannot be stored in the outbox (it carries a file upload)."""
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class ChatKind(enum.StrEnum):
+    PRIVATE = "private"
+    GROUP = "group"  # groups, supergroups and channels (negative ids, ``@username``)
+    UNKNOWN = "unknown"  # no chat (answerCallbackQuery, inline messages): bot limit only
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+_PENDING = text("status = 'pending'")
+
+
+class OutboxMessage(Base):
+    """One Bot API call; ``id`` is the enqueue order. Purge sent rows with :func:`purge_sent`."""
+
+    __tablename__ = "db_manager__telegram_outbox"
+
+    # Plain INTEGER on SQLite: only an INTEGER PRIMARY KEY is its rowid (autoincrementing).
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    bot_id: Mapped[int] = mapped_column(BigInteger)
+    chat_key: Mapped[int | None] = mapped_column(BigInteger)
+    chat_kind: Mapped[str] = mapped_column(String(8))
+    method: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(
+        JSON().with_variant(postgresql.JSONB(), "postgresql")
+    )
+    status: Mapped[str] = mapped_column(String(8), default=Status.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # The queue in order, and a chat's earlier rows (the per-chat order check).
+        Index(
+            "ix_db_manager__telegram_outbox_pending",
+            "bot_id",
+            "id",
+            postgresql_where=_PENDING,
+            sqlite_where=_PENDING,
+        ),
+        Index(
+            "ix_db_manager__telegram_outbox_pending_chat",
+            "bot_id",
+            "chat_key",
+            "id",
+            postgresql_where=_PENDING,
+            sqlite_where=_PENDING,
+        ),
+        Index(
+            "ix_db_manager__telegram_outbox_dead",
+            "id",
+            postgresql_where=text("status = 'dead'"),
+            sqlite_where=text("status = 'dead'"),
+        ),
+    )
+
+
+_TABLE = cast(Table, OutboxMessage.__table__)
+_C = _TABLE.c
+
+
+# -- enqueue ----------------------------------------------------------------------------------
+
+
+def _bound(*names: str) -> dict[str, Any]:
+    return {name: bindparam(name, type_=_C[name].type) for name in names}
+
+
+_INSERT_COLUMNS = ("bot_id", "chat_key", "chat_kind", "method", "payload", "next_attempt_at")
+# Built once (SQLAlchemy's compiled cache does the rest). On PostgreSQL the INSERT notifies
+# the senders of every process itself (RETURNING runs pg_notify; PostgreSQL delivers one
+# notification per channel at COMMIT, none after a rollback): no second statement.
+_INSERT = insert(_TABLE).values(
+    **_bound(*_INSERT_COLUMNS),
+    status=Status.PENDING.value,
+    attempts=0,
+    created_at=bindparam("next_attempt_at", type_=_C.created_at.type),
+)
+_INSERT_NOTIFY = _INSERT.returning(func.pg_notify(literal(CHANNEL), literal("")))
+
+# The senders running in this process, by bot id: rung after a local commit that enqueued.
+_local_wakeups: dict[int, list[Wakeup]] = {}
+
+
+def _ring_local(bot_id: int) -> None:
+    for wakeup in _local_wakeups.get(bot_id, ()):
+        wakeup.ring()
+
+
+class Outbox:
+    """Enqueue Bot API calls of ``bot_id`` in ``uow``'s transaction (handler data ``"outbox"``)."""
+
+    __slots__ = ("bot_id", "uow")
+
+    def __init__(self, uow: UnitOfWork, bot_id: int) -> None:
+        self.uow = uow
+        self.bot_id = bot_id
+
+    def __repr__(self) -> str:
+        return f"<Outbox bot_id={self.bot_id}>"
+
+    async def send(self, method: TelegramMethod[Any]) -> None:
+        """Store ``method``; it is sent after the unit of work commits, never if it rolls back.
+
+        Raises :class:`OutboxError` for a method that uploads a file.
+        """
+        await enqueue(self.uow, self.bot_id, method)
+
+
+async def enqueue(uow: UnitOfWork, bot_id: int, method: TelegramMethod[Any]) -> None:
+    """The function form of :meth:`Outbox.send`."""
+    values = _row_values(bot_id, method)
+    session = uow.session
+    stmt = _INSERT_NOTIFY if _dialect(session) == "postgresql" else _INSERT
+    await session.execute(stmt, values)
+    uow.on_commit(functools.partial(_ring_local, bot_id))
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def _row_values(bot_id: int, method: TelegramMethod[Any]) -> dict[str, Any]:
+    name = method.__api_method__
+    payload: dict[str, Any] = {}
+    for key, value in method.model_dump(warnings=False).items():
+        prepared = _prepare(value, name, key)
+        if prepared is not None:
+            payload[key] = prepared
+    chat_key, chat_kind = chat_of(payload.get("chat_id"))
+    return {
+        "bot_id": bot_id,
+        "chat_key": chat_key,
+        "chat_kind": chat_kind,
+        "method": name,
+        "payload": payload,
+        "next_attempt_at": _utcnow(),
+    }
+
+
+def _prepare(value: Any, method: str, key: str) -> Any:
+    """``value`` as the Bot API expects it in JSON (aiogram's ``prepare_value``), without a Bot:
+    a bot default (``Default(...)``) is left out, so the sending bot's default applies."""
+    if value is None or isinstance(value, Default):
+        return None
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, InputFile):
+        raise OutboxError(
+            f"{method}.{key}: the outbox stores no file uploads ({type(value).__name__}); "
+            "upload it once outside the outbox and enqueue its file_id, or pass a URL string"
+        )
+    if isinstance(value, dict):
+        return {
+            k: prepared
+            for k, item in value.items()
+            if (prepared := _prepare(item, method, k)) is not None
+        }
+    if isinstance(value, list | tuple):
+        return [prepared for item in value if (prepared := _prepare(item, method, key)) is not None]
+    if isinstance(value, dt.timedelta):
+        return round((dt.datetime.now() + value).timestamp())
+    if isinstance(value, dt.datetime):
+        return round(value.timestamp())
+    if isinstance(value, enum.Enum):
+        return _prepare(value.value, method, key)
+    if isinstance(value, TelegramObject):
+        return _prepare(value.model_dump(warnings=False), method, key)
+    return value
+
+
+def chat_of(chat_id: object) -> tuple[int | None, str]:
+    """The ``(chat_key, chat_kind)`` of a ``chat_id``: private for a positive id, group for a
+    negative one or an ``@channelusername`` (keyed by a stable 63-bit hash of the name)."""
+    if isinstance(chat_id, str):
+        name = chat_id
+        try:
+            chat_id = int(name)
+        except ValueError:
+            digest = hashlib.blake2b(name.lower().encode(), digest_size=8).digest()
+            return int.from_bytes(digest, "big", signed=True), ChatKind.GROUP.value
+    if isinstance(chat_id, int) and not isinstance(chat_id, bool):
+        return chat_id, (ChatKind.PRIVATE if chat_id > 0 else ChatKind.GROUP).value
+    return None, ChatKind.UNKNOWN.value
+
+
+@functools.cache
+def _method_classes() -> dict[str, type[TelegramMethod[Any]]]:
+    classes: dict[str, type[TelegramMethod[Any]]] = {}
+    for name in aiogram_methods.__all__:
+        candidate = getattr(aiogram_methods, name, None)
+        if isinstance(candidate, type) and issubclass(candidate, TelegramMethod):
+            api_name = getattr(candidate, "__api_method__", None)
+            if isinstance(api_name, str):
+                classes[api_name] = candidate
+    return classes
+
+
+def load_method(name: str, payload: dict[str, Any]) -> TelegramMethod[Any]:
+    """The aiogram method object of a stored row (``aiogram.methods`` by ``__api_method__``)."""
+    cls = _method_classes().get(name)
+    if cls is None:
+        raise OutboxError(f"{name!r} is not a Bot API method this aiogram version knows")
+    return cls.model_validate(payload)
+
+
+# -- the sender -------------------------------------------------------------------------------
+
+_CLAIM_COLUMNS = (_C.id, _C.chat_key, _C.chat_kind, _C.method, _C.payload, _C.attempts)
+_earlier = _TABLE.alias("earlier")
+_CLAIM = (
+    select(*_CLAIM_COLUMNS)
+    .where(
+        _C.status == Status.PENDING.value,
+        _C.bot_id == bindparam("bot_id"),
+        _C.next_attempt_at <= bindparam("now", type_=_C.next_attempt_at.type),
+        ~exists().where(
+            _earlier.c.status == Status.PENDING.value,
+            _earlier.c.bot_id == _C.bot_id,
+            _earlier.c.chat_key == _C.chat_key,
+            _earlier.c.id < _C.id,
+        ),
+        or_(_C.chat_key.is_(None), _C.chat_key.not_in(bindparam("busy_chats", expanding=True))),
+        _C.id.not_in(bindparam("busy_ids", expanding=True)),
+    )
+    .order_by(_C.id)
+    .limit(1)
+)
+_CLAIM_LOCKED = _CLAIM.with_for_update(skip_locked=True, of=_TABLE)
+_NEXT_RETRY = select(func.min(_C.next_attempt_at)).where(
+    _C.status == Status.PENDING.value,
+    _C.bot_id == bindparam("bot_id"),
+    _C.next_attempt_at > bindparam("now", type_=_C.next_attempt_at.type),
+)
+_IS_PENDING = (_C.id == bindparam("row_id")) & (_C.status == Status.PENDING.value)
+_MARK_SENT = (
+    update(_TABLE)
+    .where(_IS_PENDING)
+    .values(
+        status=Status.SENT.value,
+        attempts=_C.attempts + 1,
+        sent_at=bindparam("now", type_=_C.sent_at.type),
+        last_error=None,
+    )
+)
+_MARK_RETRY = (
+    update(_TABLE)
+    .where(_IS_PENDING)
+    .values(
+        attempts=_C.attempts + 1,
+        next_attempt_at=bindparam("at", type_=_C.next_attempt_at.type),
+        last_error=bindparam("error", type_=_C.last_error.type),
+    )
+)
+_MARK_DEAD = (
+    update(_TABLE)
+    .where(_IS_PENDING)
+    .values(
+        status=Status.DEAD.value,
+        attempts=_C.attempts + 1,
+        last_error=bindparam("error", type_=_C.last_error.type),
+    )
+)
+
+# Added to every flood-control window: the Bot API sees our calls with the jitter of the
+# network between us, so a window kept to the microsecond here could look a hair short there.
+_WINDOW_MARGIN = 0.04
+_ERROR_LENGTH = 500
+
+
+class _Window:
+    """At most ``count`` events in any ``seconds`` (a sliding window of send times)."""
+
+    __slots__ = ("count", "seconds", "times")
+
+    def __init__(self, rate: float) -> None:
+        self.count = max(1, int(rate))
+        self.seconds = self.count / rate + _WINDOW_MARGIN
+        self.times: deque[float] = deque(maxlen=self.count)
+
+    def next_allowed(self) -> float:
+        if len(self.times) < self.count:
+            return 0.0
+        return self.times[0] + self.seconds
+
+    def record(self, now: float) -> None:
+        self.times.append(now)
+
+
+@dataclass(slots=True)
+class _Job:
+    row_id: int
+    chat_key: int | None
+    chat_kind: str
+    method: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(slots=True)
+class _Outcome:
+    statement: Any
+    params: dict[str, Any]
+    forbidden: str | None = None  # Telegram's description of a 403
+
+
+class OutboxSender:
+    """Delivers the outbox rows of ``bot`` (one per process and bot; see the module docstring).
+
+    ``engine`` is the database's ``AsyncEngine`` (``database.engine``): the sender runs plain
+    Core transactions of its own on it, never a caller's unit of work. ``notifications``
+    (started by the caller) wakes it at other processes' commits; without it the sender wakes
+    at local commits and on its poll. ``max_in_flight`` calls are sent at once (different
+    chats); ``db_backoff_max`` bounds the wait between attempts while the database is down.
+    """
+
+    def __init__(
+        self,
+        bot: Bot,
+        engine: AsyncEngine,
+        settings: TelegramSettings,
+        *,
+        notifications: Notifications | None = None,
+        on_forbidden: OnForbidden | None = None,
+        max_in_flight: int = 8,
+        db_backoff_max: float = 5.0,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.bot = bot
+        self.engine = engine
+        self.settings = settings
+        self.on_forbidden = on_forbidden
+        self.max_in_flight = max_in_flight
+        self.db_backoff_max = db_backoff_max
+        self._wakeup = notifications.subscribe(CHANNEL) if notifications else Wakeup()
+        self._locking = engine.dialect.name == "postgresql"
+        self._claim = _CLAIM_LOCKED if self._locking else _CLAIM
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Flood control, monotonic seconds.
+        self._bot_window = _Window(settings.bot_rate)
+        self._bot_paused_until = 0.0
+        self._chat_next: dict[int, float] = {}
+        self._chat_gap = {
+            ChatKind.PRIVATE.value: 1 / settings.private_chat_rate + _WINDOW_MARGIN,
+            ChatKind.GROUP.value: 1 / settings.group_chat_rate + _WINDOW_MARGIN,
+        }
+        self._busy_chats: set[int] = set()
+        self._busy_ids: set[int] = set()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<OutboxSender bot_id={self.bot.id} {state} in_flight={len(self._tasks)}>"
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    @property
+    def in_flight(self) -> int:
+        """Calls being sent right now."""
+        return len(self._busy_ids)
+
+    async def start(self) -> None:
+        """Start sending (no-op if running). Rows committed before the start are sent too."""
+        if self.running:
+            return
+        self._stopping = False
+        _local_wakeups.setdefault(self.bot.id, []).append(self._wakeup)
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop claiming; give the calls in flight ``deadline`` seconds (default
+        ``drain_timeout``) to finish, then cancel them: a cancelled row stays pending."""
+        self._stopping = True
+        wakeups = _local_wakeups.get(self.bot.id, [])
+        with contextlib.suppress(ValueError):
+            wakeups.remove(self._wakeup)
+        if not wakeups:
+            _local_wakeups.pop(self.bot.id, None)
+        task, self._loop_task = self._loop_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        within = self.settings.drain_timeout if deadline is None else deadline
+        _done, pending = await asyncio.wait(tasks, timeout=max(0.0, within))
+        if pending:
+            log.warning("outbox sends cancelled at stop; they stay pending", count=len(pending))
+            for pending_task in pending:
+                pending_task.cancel()
+            await asyncio.wait(pending)
+
+    # -- the claiming loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._stopping:
+            seen = self._wakeup.generation
+            await self._until_bot_allowed()
+            await self._slots.acquire()
+            claimed: asyncio.Future[bool] = loop.create_future()
+            try:
+                task = loop.create_task(self._slot(claimed))
+            except BaseException:
+                self._slots.release()
+                raise
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            try:
+                found = await claimed
+                delay = None if found else await self._idle_delay()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    log.exception("outbox sender: unexpected database error; backing off")
+                else:
+                    log.warning(
+                        "outbox sender: database unavailable; backing off",
+                        error=summarize(exc, with_type=True),
+                    )
+                failures += 1
+                await asyncio.sleep(self._db_backoff(failures))
+                continue
+            failures = 0
+            if delay is not None:
+                await self._wakeup.wait(seen, within=delay)
+
+    async def _until_bot_allowed(self) -> None:
+        while True:
+            now = time.monotonic()
+            ready = max(self._bot_paused_until, self._bot_window.next_allowed())
+            if ready <= now:
+                return
+            await asyncio.sleep(ready - now)
+
+    async def _idle_delay(self) -> float:
+        """Seconds to wait for a ring after finding nothing to claim: the poll interval, or
+        less if a retry is due or a paused chat may send again before that."""
+        delay = self.settings.poll_interval
+        now = time.monotonic()
+        if self._chat_next:
+            soonest = min(self._chat_next.values())
+            delay = min(delay, max(0.0, soonest - now) + 0.001)
+        async with self.engine.connect() as connection:
+            wall = _utcnow()
+            next_retry = await connection.scalar(_NEXT_RETRY, {"bot_id": self.bot.id, "now": wall})
+        if next_retry is not None:
+            if next_retry.tzinfo is None:  # SQLite gives naive UTC values back
+                next_retry = next_retry.replace(tzinfo=dt.UTC)
+            delay = min(delay, max(0.0, (next_retry - wall).total_seconds()) + 0.001)
+        return delay
+
+    def _db_backoff(self, failures: int) -> float:
+        ceiling = min(self.db_backoff_max, self.settings.retry_base * 2 ** min(failures, 30))
+        return random.uniform(0.05, max(0.05, ceiling))
+
+    def _claim_params(self) -> dict[str, Any]:
+        now = time.monotonic()
+        expired = [chat for chat, ready in self._chat_next.items() if ready <= now]
+        for chat in expired:
+            del self._chat_next[chat]
+        return {
+            "bot_id": self.bot.id,
+            "now": _utcnow(),
+            "busy_chats": [*self._chat_next, *self._busy_chats],
+            "busy_ids": list(self._busy_ids),
+        }
+
+    # -- one send ----------------------------------------------------------------------------
+
+    async def _slot(self, claimed: asyncio.Future[bool]) -> None:
+        try:
+            if self._locking:
+                await self._send_locked(claimed)
+            else:
+                await self._send_unlocked(claimed)
+        except Exception as exc:
+            if not claimed.done():
+                claimed.set_exception(exc)
+            else:
+                log.warning(
+                    "outbox: the database failed after a send; the row stays pending and "
+                    "will be sent again",
+                    error=summarize(exc, with_type=True),
+                )
+        finally:
+            if not claimed.done():
+                claimed.cancel()
+            self._slots.release()
+
+    async def _send_locked(self, claimed: asyncio.Future[bool]) -> None:
+        """PostgreSQL: claim, send and mark in one transaction holding the row lock."""
+        connection = await self.engine.connect()
+        try:
+            await connection.begin()
+            row = (await connection.execute(self._claim, self._claim_params())).first()
+            job = self._take(row, claimed)
+            if job is None:
+                return
+            try:
+                outcome = await self._deliver(job)
+                await connection.execute(outcome.statement, outcome.params)
+                await connection.commit()
+            finally:
+                self._release(job)
+            await self._after(job, outcome)
+        finally:
+            await run_to_completion(_close(connection))
+
+    async def _send_unlocked(self, claimed: asyncio.Future[bool]) -> None:
+        """SQLite: claim with a read (this process's own in-flight rows are excluded), send,
+        then mark in a short write transaction."""
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(self._claim, self._claim_params())).first()
+            await connection.rollback()
+        job = self._take(row, claimed)
+        if job is None:
+            return
+        try:
+            outcome = await self._deliver(job)
+            async with self.engine.begin() as connection:
+                await connection.execute(outcome.statement, outcome.params)
+        finally:
+            self._release(job)
+        await self._after(job, outcome)
+
+    def _take(self, row: Any, claimed: asyncio.Future[bool]) -> _Job | None:
+        """Reserve the claimed row's chat and a place in the bot's window; tell the loop."""
+        if claimed.done():  # the loop was stopped meanwhile: leave the row pending
+            return None
+        if row is None:
+            claimed.set_result(False)
+            return None
+        job = _Job(row.id, row.chat_key, row.chat_kind, row.method, row.payload, row.attempts)
+        now = time.monotonic()
+        self._bot_window.record(now)
+        self._busy_ids.add(job.row_id)
+        if job.chat_key is not None:
+            self._busy_chats.add(job.chat_key)
+            gap = self._chat_gap.get(job.chat_kind)
+            if gap is not None:
+                self._chat_next[job.chat_key] = now + gap
+        claimed.set_result(True)
+        return job
+
+    def _release(self, job: _Job) -> None:
+        self._busy_ids.discard(job.row_id)
+        if job.chat_key is not None:
+            self._busy_chats.discard(job.chat_key)
+
+    async def _deliver(self, job: _Job) -> _Outcome:
+        """Call the Bot API; the row's next state from the answer."""
+        token = [self.bot.token]
+        try:
+            method = load_method(job.method, job.payload)
+            await self.bot(method)
+        except TelegramRetryAfter as exc:
+            pause = max(1.0, float(exc.retry_after))
+            self._pause(job, pause)
+            return self._retry(job, pause, f"429: {exc.message}")
+        except (TelegramServerError, TelegramNetworkError, ClientDecodeError) as exc:
+            if isinstance(exc, TelegramAPIError) and _permanent_network_error(exc):
+                return self._dead(job, redact(exc.message, token))
+            return self._retry(job, self._backoff(job), redact(str(exc), token))
+        except TelegramUnauthorizedError as exc:
+            # The token was revoked or is wrong: nothing can be sent; keep the rows.
+            log.error("outbox: the Bot API refuses the bot token (401); retrying later")
+            return self._retry(job, self._backoff(job), redact(f"401: {exc.message}", token))
+        except TelegramForbiddenError as exc:
+            description = redact(exc.message, token)
+            return self._dead(job, f"403: {description}", forbidden=description)
+        except TelegramAPIError as exc:
+            return self._dead(job, redact(exc.message, token))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a payload this aiogram cannot build, a session bug
+            log.exception("outbox: the call could not be made; marked dead", row_id=job.row_id)
+            return self._dead(job, redact(f"{type(exc).__name__}: {exc}", token))
+        return _Outcome(_MARK_SENT, {"row_id": job.row_id, "now": _utcnow()})
+
+    def _pause(self, job: _Job, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        if job.chat_key is None:
+            self._bot_paused_until = max(self._bot_paused_until, until)
+        else:
+            self._chat_next[job.chat_key] = max(self._chat_next.get(job.chat_key, 0.0), until)
+        log.warning(
+            "outbox: flood control (429)",
+            chat_id=job.chat_key,
+            retry_after=seconds,
+            method=job.method,
+        )
+
+    def _backoff(self, job: _Job) -> float:
+        ceiling = min(
+            self.settings.retry_max, self.settings.retry_base * 2 ** min(job.attempts, 30)
+        )
+        return random.uniform(0.0, ceiling)
+
+    def _retry(self, job: _Job, seconds: float, error: str) -> _Outcome:
+        log.info(
+            "outbox: send failed; retrying",
+            row_id=job.row_id,
+            method=job.method,
+            attempts=job.attempts + 1,
+            retry_in=round(seconds, 3),
+            error=error[:_ERROR_LENGTH],
+        )
+        at = _utcnow() + dt.timedelta(seconds=seconds)
+        return _Outcome(
+            _MARK_RETRY, {"row_id": job.row_id, "at": at, "error": error[:_ERROR_LENGTH]}
+        )
+
+    def _dead(self, job: _Job, error: str, *, forbidden: str | None = None) -> _Outcome:
+        log.warning(
+            "outbox: the Bot API refused the call; marked dead",
+            row_id=job.row_id,
+            method=job.method,
+            chat_id=job.chat_key,
+            error=error[:_ERROR_LENGTH],
+        )
+        params = {"row_id": job.row_id, "error": error[:_ERROR_LENGTH]}
+        return _Outcome(_MARK_DEAD, params, forbidden)
+
+    async def _after(self, job: _Job, outcome: _Outcome) -> None:
+        """After the commit: tell the app about a chat that refused the bot (403)."""
+        if outcome.forbidden is None or self.on_forbidden is None:
+            return
+        chat_id = job.payload.get("chat_id")
+        if not isinstance(chat_id, int) or isinstance(chat_id, bool):
+            return  # an @channelusername: no numeric chat to report
+        try:
+            await self.on_forbidden(chat_id, outcome.forbidden)
+        except Exception:
+            log.exception("outbox: on_forbidden failed", chat_id=chat_id)
+
+
+def _permanent_network_error(exc: TelegramAPIError) -> bool:
+    # TelegramEntityTooLarge (413) is a TelegramNetworkError that a retry cannot cure.
+    return type(exc).__name__ == "TelegramEntityTooLarge"
+
+
+async def _close(connection: AsyncConnection) -> None:
+    try:
+        await connection.close()  # rolls back what is still open, releases the row lock
+    except Exception:
+        with contextlib.suppress(Exception):
+            await connection.invalidate()
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+async def outbox_status(session: AsyncSession | AsyncConnection) -> dict[str, Any]:
+    """Counts for monitoring: ``pending``, ``oldest_pending_age_seconds`` (None if none),
+    ``dead`` and ``sent`` (all bots)."""
+    rows = (await session.execute(select(_C.status, func.count()).group_by(_C.status))).all()
+    counts = {str(status): int(count) for status, count in rows}
+    oldest = await session.scalar(
+        select(func.min(_C.created_at)).where(_C.status == Status.PENDING.value)
+    )
+    age: float | None = None
+    if oldest is not None:
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=dt.UTC)
+        age = max(0.0, (_utcnow() - oldest).total_seconds())
+    return {
+        "pending": counts.get(Status.PENDING.value, 0),
+        "oldest_pending_age_seconds": age,
+        "dead": counts.get(Status.DEAD.value, 0),
+        "sent": counts.get(Status.SENT.value, 0),
+    }
+
+
+async def retry_dead(
+    session: AsyncSession | AsyncConnection, ids: Iterable[int] | None = None
+) -> int:
+    """Make dead rows (all, or those of ``ids``) pending again, due now; return how many.
+    Commit the session to apply it."""
+    stmt = (
+        update(_TABLE)
+        .where(_C.status == Status.DEAD.value)
+        .values(status=Status.PENDING.value, next_attempt_at=_utcnow(), attempts=0)
+    )
+    if ids is not None:
+        stmt = stmt.where(_C.id.in_(list(ids)))
+    result = await session.execute(stmt)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def purge_sent(
+    session: AsyncSession | AsyncConnection, older_than: dt.timedelta = dt.timedelta(days=1)
+) -> int:
+    """Delete sent rows older than ``older_than``; return how many. Commit to apply it."""
+    cutoff = _utcnow() - older_than
+    result = await session.execute(
+        delete(_TABLE).where(_C.status == Status.SENT.value, _C.sent_at < cutoff)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
