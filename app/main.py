@@ -18,6 +18,7 @@ from app.config import Settings, load_app_settings
 from app.logs import configure_logging
 from app.story import load_story
 from app.unit_of_work import AppUnitOfWork
+from db_manager.drain import Drain
 from db_manager.fastapi import (
     OneLineStartupErrors,
     database_lifespan,
@@ -25,7 +26,7 @@ from db_manager.fastapi import (
     install_error_handlers,
 )
 from db_manager.telegram import telegram_lifespan
-from db_manager.telegram.webhook import telegram_webhook_router
+from db_manager.telegram.webhook import inbox_readiness, telegram_webhook_router
 
 __all__ = ["create_app"]
 
@@ -50,8 +51,15 @@ def create_app(
         app.state.settings = settings
         token = settings.app.api_token
         app.state.api_token = token.get_secret_value().encode() if token else None
-        async with database(app), telegram(app):
-            yield
+        # SIGTERM: readiness off and new webhook posts 503 first, in-flight work finishes,
+        # then uvicorn stops (see db_manager.drain).
+        drain = app.state.drain = Drain()
+        drain.install_signal_handlers(timeout=settings.bot.drain_timeout)
+        try:
+            async with database(app), telegram(app):
+                yield
+        finally:
+            drain.restore_signal_handlers()
 
     docs = settings.app.docs
     app = FastAPI(
@@ -64,7 +72,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(OneLineStartupErrors)
-    app.include_router(health_router())
+    app.include_router(health_router(details={"inbox": inbox_readiness}))
     app.include_router(
         telegram_webhook_router(settings.bot.webhook_path, max_body_size=settings.bot.max_body_size)
     )

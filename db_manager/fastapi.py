@@ -25,8 +25,9 @@ from db_manager._extras import require
 
 require("db_manager.fastapi", "fastapi", "fastapi")
 
+import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
@@ -41,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db_manager.config import DatabaseSettings, load_settings
 from db_manager.database import Database
+from db_manager.drain import Drain
 from db_manager.errors import (
     DatabaseManagerError,
     DatabaseUnavailable,
@@ -190,8 +192,22 @@ UowFactoryDep = Annotated[UnitOfWorkFactory[Any], Depends(get_uow_factory)]
 # -- health ------------------------------------------------------------------------------
 
 
-def health_router(*, prefix: str = "/health", ready_timeout: float = 1.0) -> APIRouter:
+ReadinessDetail = Callable[[Request], Awaitable[dict[str, Any] | None]]
+
+
+def health_router(
+    *,
+    prefix: str = "/health",
+    ready_timeout: float = 1.0,
+    details: Mapping[str, ReadinessDetail] | None = None,
+) -> APIRouter:
     """``GET /health/live`` (no database) and ``GET /health/ready`` (``SELECT 1``, bounded).
+
+    While the process drains (``app.state.drain``, a :class:`~db_manager.drain.Drain`,
+    started) readiness answers 503 ``"draining"`` at once, so a load balancer stops sending
+    before the server stops. ``details`` adds named sections to a ready answer (for example
+    ``{"inbox": inbox_readiness}`` from :mod:`db_manager.telegram.webhook`), each bounded by
+    ``ready_timeout``; one that fails or returns None is left out and never fails readiness.
 
     ``ready_timeout`` bounds the whole check, connecting included: a server that accepts
     connections and never answers still gets a 503 after that long (1 s by default, well
@@ -206,6 +222,9 @@ def health_router(*, prefix: str = "/health", ready_timeout: float = 1.0) -> API
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> JSONResponse:
+        drain: Drain | None = getattr(request.app.state, "drain", None)
+        if drain is not None and drain.started:
+            return _not_ready("draining", status="draining")
         database: Database[Any] | None = getattr(request.app.state, "database", None)
         if database is None or not database.started:
             return _not_ready("database not started")
@@ -216,9 +235,20 @@ def health_router(*, prefix: str = "/health", ready_timeout: float = 1.0) -> API
         except DatabaseUnavailable as exc:
             log.warning("readiness check failed", path=request.url.path, error=str(exc))
             return _not_ready("database unavailable")
-        return JSONResponse(
-            {"status": "ok", "database": {"status": "ok", "latency_ms": round(latency, 3)}}
-        )
+        body: dict[str, Any] = {
+            "status": "ok",
+            "database": {"status": "ok", "latency_ms": round(latency, 3)},
+        }
+        for name, detail in (details or {}).items():
+            try:
+                async with asyncio.timeout(ready_timeout):
+                    section = await detail(request)
+            except Exception as exc:
+                log.warning("readiness detail failed", detail=name, error=summarize(exc))
+                continue
+            if section is not None:
+                body[name] = section
+        return JSONResponse(body)
 
     # Plain Starlette routes: probes hit them often, and they need none of FastAPI's
     # per-request dependency machinery (a tenth of /health/ready's CPU; see bench/).
@@ -227,9 +257,11 @@ def health_router(*, prefix: str = "/health", ready_timeout: float = 1.0) -> API
     return router
 
 
-def _not_ready(reason: str) -> JSONResponse:
+def _not_ready(reason: str, *, status: str = "unavailable") -> JSONResponse:
     return JSONResponse(
-        {"status": "unavailable", "database": {"status": "unavailable", "reason": reason}},
+        {"status": status, "database": {"status": "unavailable", "reason": reason}}
+        if status == "unavailable"
+        else {"status": status, "reason": reason},
         status_code=503,
         headers={"Retry-After": "1"},
     )

@@ -17,7 +17,10 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
 
+from db_manager.drain import Drain
 from db_manager.errors import ConfigError, DatabaseManagerError
+from db_manager.notify import Notifications
+from db_manager.telegram.inbox import Inbox
 from db_manager.telegram.middleware import setup_dispatcher, teardown_dispatcher
 from db_manager.telegram.settings import TelegramSettings
 from db_manager.uow import UnitOfWorkFactory
@@ -49,6 +52,10 @@ class WebhookRuntime:
     secret: bytes
     # Bound of one update's processing by the webhook route; None: unbounded.
     processing_timeout: float | None = None
+    # In inbox mode the route only stores the update here (see db_manager.telegram.inbox).
+    inbox: Inbox | None = None
+    # The process's drain state (``app.state.drain``): updates arriving meanwhile get 503.
+    drain: Drain | None = None
 
 
 def build_bot(
@@ -77,6 +84,7 @@ def telegram_lifespan(
     *,
     session: BaseSession | None = None,
     bot_kwargs: dict[str, Any] | None = None,
+    outbox: Any = None,
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A lifespan that builds the process's one Bot, wires the dispatcher and closes both.
 
@@ -84,6 +92,14 @@ def telegram_lifespan(
     ``uow_factory`` from ``app.state``, so HTTP and bot share one factory. With no token the
     app still starts; the webhook answers 404 and the log says the bot is off. Setting the
     webhook is not done here (every worker would do it): see :func:`register_webhook`.
+
+    With ``[bot] processing = "inbox"`` the webhook only stores updates, and this process
+    runs ``[bot] workers`` inbox workers (0: none; run :func:`~db_manager.telegram.worker.
+    run_worker` elsewhere), woken by LISTEN/NOTIFY on PostgreSQL. ``app.state.drain`` (a
+    :class:`~db_manager.drain.Drain`), when the app keeps one, stops them claiming at the
+    start of the drain; at shutdown they get what is left of ``[bot] drain_timeout``.
+    ``outbox`` (e.g. :class:`~db_manager.telegram.outbox.Outbox`) receives the methods
+    handlers return in inbox mode.
     """
 
     @asynccontextmanager
@@ -100,11 +116,22 @@ def telegram_lifespan(
             )
         bot = build_bot(settings, session=session, **(bot_kwargs or {}))
         setup_dispatcher(dispatcher, uow_factory)
+        drain: Drain | None = getattr(app.state, "drain", None)
+        inbox = notifications = None
+        if settings.processing == "inbox":
+            notifications = Notifications(app.state.engine)
+            inbox = Inbox(
+                bot, dispatcher, uow_factory, settings, notifications=notifications, outbox=outbox
+            )
+            if drain is not None:
+                drain.on_start(inbox.stop_claiming)
         app.state.telegram = WebhookRuntime(
             bot=bot,
             dispatcher=dispatcher,
             secret=settings.webhook_secret.get_secret_value().encode("ascii"),
             processing_timeout=settings.processing_timeout,
+            inbox=inbox,
+            drain=drain,
         )
         # What aiogram's own webhook setup passes to startup/shutdown handlers.
         workflow = {**dispatcher.workflow_data, "app": app, "bot": bot, "bots": [bot]}
@@ -114,9 +141,23 @@ def telegram_lifespan(
             try:
                 await dispatcher.emit_startup(**workflow)
                 started = True
-                log.info("bot is on", bot_id=bot.id, webhook_path=settings.webhook_path)
+                if inbox is not None and notifications is not None:
+                    await notifications.start()
+                    await inbox.start()
+                log.info(
+                    "bot is on",
+                    bot_id=bot.id,
+                    webhook_path=settings.webhook_path,
+                    processing=settings.processing,
+                )
                 yield
             finally:
+                if inbox is not None and notifications is not None:
+                    left = settings.drain_timeout
+                    if drain is not None:
+                        left = drain.remaining(settings.drain_timeout)
+                    await inbox.stop(within=left)
+                    await notifications.stop()
                 if started:
                     await dispatcher.emit_shutdown(**workflow)
         finally:

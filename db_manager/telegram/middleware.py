@@ -40,6 +40,7 @@ from db_manager.telegram.store import DuplicateUpdate, deduplicate_update
 from db_manager.uow import UnitOfWork, UnitOfWorkFactory
 
 __all__ = [
+    "INBOX_UOW_KEY",
     "OUTCOME_KEY",
     "UOW_FACTORY_KEY",
     "UOW_KEY",
@@ -58,6 +59,9 @@ UOW_KEY = "uow"
 UOW_FACTORY_KEY = "uow_factory"
 # Where a caller of ``feed_update`` (the webhook route) passes an :class:`Outcome`.
 OUTCOME_KEY = "_db_manager_outcome"
+# Where an inbox worker passes the unit of work that claimed the update: the handler runs in
+# it (the worker commits it together with "done"), and no dedup record is needed.
+INBOX_UOW_KEY = "_db_manager_inbox_uow"
 
 
 class UnitOfWorkData(MiddlewareData, total=False):
@@ -72,13 +76,15 @@ class Outcome:
 
     ``transient`` is the first transient failure (see :func:`transient_failure`) that left
     the handler, kept even when an aiogram error handler of the app swallowed it: the
-    update was rolled back and must be retried, not acknowledged.
+    update was rolled back and must be retried, not acknowledged. ``failure`` is the first
+    failure of any kind: an inbox worker must not commit an update whose handler failed.
     """
 
-    __slots__ = ("transient",)
+    __slots__ = ("failure", "transient")
 
     def __init__(self) -> None:
         self.transient: Exception | None = None
+        self.failure: Exception | None = None
 
 
 def transient_failure(exc: BaseException) -> Exception | None:
@@ -123,6 +129,9 @@ class UnitOfWorkMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         data[UOW_FACTORY_KEY] = self.uow_factory
+        claimed: UnitOfWork | None = data.get(INBOX_UOW_KEY)
+        if claimed is not None:
+            return await self._in_claimed(claimed, handler, event, data)
         bot: Bot | None = data.get("bot")
         record = None
         try:
@@ -142,10 +151,33 @@ class UnitOfWorkMiddleware(BaseMiddleware):
         except Exception as exc:
             # Tell the webhook route even if an aiogram error handler swallows the exception:
             # an outage (database or Bot API) must be answered 503 so that Telegram retries.
-            outcome = data.get(OUTCOME_KEY)
-            if isinstance(outcome, Outcome) and outcome.transient is None:
-                outcome.transient = transient_failure(exc)
+            _report(data, exc)
             raise
+
+    async def _in_claimed(
+        self,
+        uow: UnitOfWork,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        # An inbox worker's unit of work: entered, committed and closed by the worker.
+        data[UOW_KEY] = uow
+        try:
+            with bind_unit_of_work(uow):
+                return await handler(event, data)
+        except Exception as exc:
+            _report(data, exc)
+            raise
+
+
+def _report(data: dict[str, Any], exc: Exception) -> None:
+    outcome = data.get(OUTCOME_KEY)
+    if isinstance(outcome, Outcome):
+        if outcome.failure is None:
+            outcome.failure = exc
+        if outcome.transient is None:
+            outcome.transient = transient_failure(exc)
 
 
 def setup_dispatcher(

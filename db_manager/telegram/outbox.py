@@ -730,7 +730,7 @@ class OutboxSender:
             return self._retry(job, self._backoff(job), redact(f"401: {exc.message}", token))
         except TelegramForbiddenError as exc:
             description = redact(exc.message, token)
-            return self._dead(job, f"403: {description}", forbidden=description)
+            return self._dead(job, description, forbidden=description)
         except TelegramAPIError as exc:
             return self._dead(job, redact(exc.message, token))
         except asyncio.CancelledError:

@@ -42,11 +42,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db_manager.cancellation import run_to_completion
 from db_manager.errors import DatabaseUnavailable, loggable, redact, summarize
+from db_manager.telegram.inbox import Inbox, inbox_status
 from db_manager.telegram.lifespan import WebhookRuntime
 from db_manager.telegram.middleware import OUTCOME_KEY, Outcome, retry_after, transient_failure
 from db_manager.telegram.settings import DEFAULT_WEBHOOK_MAX_BODY
 
-__all__ = ["SECRET_HEADER", "telegram_webhook_router"]
+__all__ = ["SECRET_HEADER", "inbox_readiness", "telegram_webhook_router"]
 
 log = structlog.get_logger("db_manager.telegram")
 
@@ -75,7 +76,11 @@ def telegram_webhook_router(
       processing_timeout``, 50 s, inside Telegram's 60 s wait): a stuck update is cancelled,
       rolled back and answered 503;
     * an update of a type this aiogram does not know: 200, nothing to do;
-    * a handler that returns an aiogram method gets it sent as the webhook response.
+    * a handler that returns an aiogram method gets it sent as the webhook response;
+    * inbox mode (``[bot] processing = "inbox"``): the update is stored and committed, then
+      answered 200 (a duplicate too); if it cannot be stored, 503 with ``Retry-After``;
+    * while the process drains (``app.state.drain`` started): 503 with ``Retry-After``, and
+      the requests in flight are counted so the drain waits for them.
     """
     router = APIRouter()
 
@@ -85,6 +90,15 @@ def telegram_webhook_router(
             return JSONResponse({"detail": "The bot is not configured."}, status_code=404)
         if not _secret_matches(request, runtime.secret):
             return JSONResponse({"detail": "Unauthorized."}, status_code=401)
+        drain = runtime.drain
+        if drain is None:
+            return await _receive(runtime, request)
+        if drain.started:
+            return _retry_later("The server is shutting down; retry later.", _DRAIN_RETRY_AFTER)
+        with drain.track():
+            return await _receive(runtime, request)
+
+    async def _receive(runtime: WebhookRuntime, request: Request) -> Response:
         body = await request.body()
         try:
             update = Update.model_validate_json(body, context={"bot": runtime.bot})
@@ -97,6 +111,8 @@ def telegram_webhook_router(
             # Newer than our aiogram: nothing can handle it, and a retry would not change that.
             log.info("update of an unknown type acknowledged", update_id=update.update_id)
             return Response(status_code=200)
+        if runtime.inbox is not None:
+            return await _store(runtime.inbox, update, body)
         return await _process(runtime, update)
 
     # A plain Starlette route around a bare ASGI endpoint: the webhook needs neither FastAPI's
@@ -177,6 +193,32 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
     if result is UNHANDLED or result is None or not isinstance(result, TelegramMethod):
         return Response(status_code=200)
     return await _method_response(bot, result)
+
+
+async def _store(inbox: Inbox, update: Update, body: bytes) -> Response:
+    """Inbox mode: 200 only once the update is committed in the inbox (or already was)."""
+    try:
+        stored = await inbox.store(update, body)
+    except Exception as exc:
+        failure = transient_failure(exc)
+        if isinstance(failure, DatabaseUnavailable):
+            return _transient(update, failure, inbox.bot)
+        # Not stored, so not acknowledged: Telegram keeps the update and retries it.
+        log.error(
+            "update could not be stored in the inbox; Telegram will retry it",
+            update_id=update.update_id,
+            error_type=type(exc).__name__,
+            error=redact(summarize(exc), [inbox.bot.token]),
+        )
+        return _retry_later("The update could not be stored; retry later.", 1)
+    if not stored:
+        log.info("duplicate update acknowledged", update_id=update.update_id)
+    return Response(status_code=200)
+
+
+# Seconds a draining process asks Telegram to wait: by then another process (or this one,
+# restarted) takes the update.
+_DRAIN_RETRY_AFTER = 5
 
 
 class _ProcessingTimeout(Exception):
@@ -282,3 +324,18 @@ async def _method_response(bot: Bot, method: TelegramMethod[Any]) -> Response:
         await Dispatcher.silent_call_request(bot=bot, result=method)
         return Response(status_code=200)
     return JSONResponse(payload)
+
+
+async def inbox_readiness(request: Request) -> dict[str, Any] | None:
+    """The inbox's status for :func:`db_manager.fastapi.health_router`'s ``details``.
+
+    ``health_router(details={"inbox": inbox_readiness})``: pending, retrying and dead
+    counts and the age of the oldest pending update; None (left out) outside inbox mode.
+    """
+    runtime: WebhookRuntime | None = getattr(request.app.state, "telegram", None)
+    if runtime is None or runtime.inbox is None:
+        return None
+    inbox = runtime.inbox
+    async with inbox.uow_factory() as uow:
+        status = await inbox_status(uow.session, bot_id=inbox.bot_id)
+    return {**status.as_dict(), "workers": inbox.running}
