@@ -115,7 +115,7 @@ def telegram_lifespan(
                 "telegram_lifespan needs app.state.uow_factory; nest it inside database_lifespan"
             )
         bot = build_bot(settings, session=session, **(bot_kwargs or {}))
-        setup_dispatcher(dispatcher, uow_factory)
+        setup_dispatcher(dispatcher, uow_factory, outbox=outbox)
         drain: Drain | None = getattr(app.state, "drain", None)
         inbox = notifications = None
         if settings.processing == "inbox":

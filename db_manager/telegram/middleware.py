@@ -41,6 +41,7 @@ from db_manager.uow import UnitOfWork, UnitOfWorkFactory
 
 __all__ = [
     "INBOX_UOW_KEY",
+    "OUTBOX_KEY",
     "OUTCOME_KEY",
     "UOW_FACTORY_KEY",
     "UOW_KEY",
@@ -57,6 +58,7 @@ log = structlog.get_logger("db_manager.telegram")
 
 UOW_KEY = "uow"
 UOW_FACTORY_KEY = "uow_factory"
+OUTBOX_KEY = "outbox"
 # Where a caller of ``feed_update`` (the webhook route) passes an :class:`Outcome`.
 OUTCOME_KEY = "_db_manager_outcome"
 # Where an inbox worker passes the unit of work that claimed the update: the handler runs in
@@ -118,9 +120,18 @@ def retry_after(failure: Exception) -> int:
 class UnitOfWorkMiddleware(BaseMiddleware):
     """A lazy UnitOfWork per update, committed when the handler returns."""
 
-    def __init__(self, uow_factory: UnitOfWorkFactory[Any], *, deduplicate: bool = True) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory[Any],
+        *,
+        deduplicate: bool = True,
+        outbox: Callable[[UnitOfWork, int], Any] | None = None,
+    ) -> None:
         self.uow_factory = uow_factory
         self.deduplicate = deduplicate
+        # Called with the update's unit of work and the bot's id; the result reaches
+        # handlers as ``outbox`` (e.g. db_manager.telegram.outbox.Outbox).
+        self.outbox = outbox
 
     async def __call__(
         self,
@@ -139,6 +150,8 @@ class UnitOfWorkMiddleware(BaseMiddleware):
                 if self.deduplicate and bot is not None and isinstance(event, Update):
                     record = deduplicate_update(uow, bot.id, event.update_id)
                 data[UOW_KEY] = uow
+                if self.outbox is not None and bot is not None:
+                    data[OUTBOX_KEY] = self.outbox(uow, bot.id)
                 with bind_unit_of_work(uow):  # FSM storage calls of this update run on uow
                     result = await handler(event, data)
                 if record is not None and record.duplicate:
@@ -163,6 +176,9 @@ class UnitOfWorkMiddleware(BaseMiddleware):
     ) -> Any:
         # An inbox worker's unit of work: entered, committed and closed by the worker.
         data[UOW_KEY] = uow
+        bot: Bot | None = data.get("bot")
+        if self.outbox is not None and bot is not None:
+            data[OUTBOX_KEY] = self.outbox(uow, bot.id)
         try:
             with bind_unit_of_work(uow):
                 return await handler(event, data)
@@ -181,16 +197,22 @@ def _report(data: dict[str, Any], exc: Exception) -> None:
 
 
 def setup_dispatcher(
-    dispatcher: Dispatcher, uow_factory: UnitOfWorkFactory[Any], *, deduplicate: bool = True
+    dispatcher: Dispatcher,
+    uow_factory: UnitOfWorkFactory[Any],
+    *,
+    deduplicate: bool = True,
+    outbox: Callable[[UnitOfWork, int], Any] | None = None,
 ) -> UnitOfWorkMiddleware:
     """Register the middleware on ``dispatcher.update`` and return it.
 
     A middleware left by an earlier setup (an app started twice with one Dispatcher, as in
     tests or a restarted lifespan) is replaced, not nested: the stale one would hand
-    handlers the ``uow_factory`` of a database that was disposed.
+    handlers the ``uow_factory`` of a database that was disposed. With ``outbox`` (e.g.
+    :class:`~db_manager.telegram.outbox.Outbox`) handlers get ``outbox``: Bot API calls
+    enqueued in the update's transaction.
     """
     teardown_dispatcher(dispatcher)
-    middleware = UnitOfWorkMiddleware(uow_factory, deduplicate=deduplicate)
+    middleware = UnitOfWorkMiddleware(uow_factory, deduplicate=deduplicate, outbox=outbox)
     dispatcher.update.middleware(middleware)
     nest_fsm(dispatcher, uow_factory)  # a UnitOfWorkStorage reads state inside the unit of work
     return middleware

@@ -47,7 +47,7 @@ async def run_worker(
     if settings.token is None:
         raise ConfigError("[bot] token is not set; the worker has no bot to serve")
     bot = build_bot(settings, session=session)
-    setup_dispatcher(dispatcher, database.uow_factory)
+    setup_dispatcher(dispatcher, database.uow_factory, outbox=outbox)
     notifications = Notifications(database.engine)
     inbox = Inbox(
         bot,
