@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from db_manager.telegram.inbox import TelegramInboxItem
 from tests.support.asgi import running
@@ -93,3 +93,37 @@ async def test_inbox_on_sqlite_in_one_process(tmp_path) -> None:  # type: ignore
 
         assert await wait_for(all_done, timeout=10)
         assert sorted(u for u, _ in await marks(engine)) == ids
+
+
+@pytest.mark.postgres
+async def test_concurrent_deliveries_are_stored_together_and_each_acknowledged_once_stored(
+    pg_database: str,
+) -> None:
+    """200 parallel deliveries of distinct updates (plus a copy of each): every answer is
+    200, every update is stored once, and fewer storing transactions ran than updates."""
+    app = scenario_app(
+        pg_settings(pg_database),
+        {"noop": noop},
+        telegram=telegram_settings(processing="inbox", workers=0),
+    )
+    async with running(app) as client:
+        engine = app.state.engine
+        commits = 0
+
+        def count(*_: object) -> None:
+            nonlocal commits
+            commits += 1
+
+        event.listen(engine.sync_engine, "commit", count)
+        bodies = [message_update(text="noop", update_id=next_update_id()) for _ in range(200)]
+        answers = await asyncio.gather(*(post_update(client, b) for b in bodies + bodies))
+        assert {a.status_code for a in answers} == {200}
+        async with engine.connect() as conn:
+            stored = (
+                (await conn.execute(text("select update_id from db_manager__telegram_inbox")))
+                .scalars()
+                .all()
+            )
+    assert sorted(stored) == sorted(b["update_id"] for b in bodies)
+    print(f"storing transactions for 400 deliveries: {commits}")
+    assert commits < 200
