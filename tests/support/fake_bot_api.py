@@ -361,11 +361,12 @@ class FakeBotApi:
         status: int = 400,
         description: str | None = None,
         retry_after: int | None = None,
-        times: int | None = None,
+        times: int | None = 1,
         parameters: dict[str, Any] | None = None,
     ) -> None:
         """Answer ``method`` (every method when ``None``) to ``chat_id`` (every chat when
-        ``None``) with ``status`` as Telegram does, ``times`` times or until cleared.
+        ``None``) with ``status`` as Telegram does, ``times`` times (once by default; ``None``: until
+        :meth:`clear_failures`).
 
         429 gets ``"Too Many Requests: retry after N"`` and ``parameters.retry_after``
         (``retry_after`` defaults to 3); other statuses get Telegram's usual description
@@ -388,10 +389,10 @@ class FakeBotApi:
         self,
         method: str | None = None,
         chat_id: int | str | None = None,
-        times: int | None = None,
+        times: int | None = 1,
     ) -> None:
         """Close the connection of matching calls without an answer (aiogram raises
-        ``TelegramNetworkError``), ``times`` times or until cleared."""
+        ``TelegramNetworkError``), ``times`` times (``None``: until cleared)."""
         with self._lock:
             self._rules.append(_Rule(method, chat_id, None, "", None, times))
 

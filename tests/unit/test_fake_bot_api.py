@@ -132,7 +132,7 @@ async def test_429_raises_retry_after_with_telegrams_body(
 async def test_failures_raise_aiograms_errors(
     bot: Bot, fake_bot_api: FakeBotApi, status: int, error: type[Exception]
 ) -> None:
-    fake_bot_api.fail(method="sendMessage", status=status)
+    fake_bot_api.fail(method="sendMessage", status=status, times=None)
     with pytest.raises(error):
         await bot.send_message(chat_id=1, text="x")
     with pytest.raises(error):  # until cleared
@@ -144,12 +144,14 @@ async def test_failures_raise_aiograms_errors(
 
 
 async def test_default_descriptions_are_telegrams(bot: Bot, fake_bot_api: FakeBotApi) -> None:
-    fake_bot_api.fail(chat_id=5, status=403, times=1)
-    fake_bot_api.fail(chat_id=6, status=400, times=1)
+    fake_bot_api.fail(chat_id=5, status=403)  # once by default
+    fake_bot_api.fail(chat_id=6, status=400)
     with pytest.raises(TelegramForbiddenError, match="bot was blocked by the user"):
         await bot.send_message(chat_id=5, text="x")
     with pytest.raises(TelegramBadRequest, match="chat not found"):
         await bot.send_message(chat_id=6, text="x")
+    await bot.send_message(chat_id=5, text="y")
+    assert fake_bot_api.sent_texts() == ["y"]
 
 
 async def test_drop_raises_network_error(bot: Bot, fake_bot_api: FakeBotApi) -> None:
