@@ -296,7 +296,7 @@ class Inbox:
         deliveries a commit serves many acknowledgements, and each caller still returns
         only after the commit that holds its update.
         """
-        params = {
+        params: dict[str, Any] = {
             "bot_id": self.bot_id,
             "update_id": update.update_id,
             "chat_key": chat_key_of(update),

@@ -6,7 +6,8 @@ Starlette), and :func:`register_webhook` needs only aiogram.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.base import BaseSession
 from aiogram.client.telegram import TelegramAPIServer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db_manager.drain import Drain
 from db_manager.errors import ConfigError, DatabaseManagerError
@@ -27,6 +29,7 @@ from db_manager.uow import UnitOfWorkFactory
 
 __all__ = [
     "AppWithState",
+    "BackgroundWork",
     "WebhookRuntime",
     "build_bot",
     "register_webhook",
@@ -85,6 +88,7 @@ def telegram_lifespan(
     session: BaseSession | None = None,
     bot_kwargs: dict[str, Any] | None = None,
     outbox: Any = None,
+    on_forbidden: Callable[[int, str], Awaitable[None]] | None = None,
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A lifespan that builds the process's one Bot, wires the dispatcher and closes both.
 
@@ -98,8 +102,11 @@ def telegram_lifespan(
     run_worker` elsewhere), woken by LISTEN/NOTIFY on PostgreSQL. ``app.state.drain`` (a
     :class:`~db_manager.drain.Drain`), when the app keeps one, stops them claiming at the
     start of the drain; at shutdown they get what is left of ``[bot] drain_timeout``.
-    ``outbox`` (e.g. :class:`~db_manager.telegram.outbox.Outbox`) receives the methods
-    handlers return in inbox mode.
+    ``outbox`` (e.g. :class:`~db_manager.telegram.outbox.Outbox`) gives handlers an
+    ``outbox`` and receives the methods they return in inbox mode; with ``[bot]
+    outbox_sender`` (the default) this process also runs an
+    :class:`~db_manager.telegram.outbox.OutboxSender`, which awaits
+    ``on_forbidden(chat_id, description)`` after a 403 (the user blocked the bot).
     """
 
     @asynccontextmanager
@@ -117,14 +124,19 @@ def telegram_lifespan(
         bot = build_bot(settings, session=session, **(bot_kwargs or {}))
         setup_dispatcher(dispatcher, uow_factory, outbox=outbox)
         drain: Drain | None = getattr(app.state, "drain", None)
-        inbox = notifications = None
-        if settings.processing == "inbox":
-            notifications = Notifications(app.state.engine)
-            inbox = Inbox(
-                bot, dispatcher, uow_factory, settings, notifications=notifications, outbox=outbox
-            )
-            if drain is not None:
-                drain.on_start(inbox.stop_claiming)
+        work = BackgroundWork(
+            bot,
+            dispatcher,
+            uow_factory,
+            app.state.engine,
+            settings,
+            inbox=settings.processing == "inbox",
+            outbox=outbox,
+            on_forbidden=on_forbidden,
+        )
+        inbox = work.inbox
+        if drain is not None:
+            drain.on_start(work.stop_claiming)
         app.state.telegram = WebhookRuntime(
             bot=bot,
             dispatcher=dispatcher,
@@ -141,9 +153,7 @@ def telegram_lifespan(
             try:
                 await dispatcher.emit_startup(**workflow)
                 started = True
-                if inbox is not None and notifications is not None:
-                    await notifications.start()
-                    await inbox.start()
+                await work.start()
                 log.info(
                     "bot is on",
                     bot_id=bot.id,
@@ -152,12 +162,10 @@ def telegram_lifespan(
                 )
                 yield
             finally:
-                if inbox is not None and notifications is not None:
-                    left = settings.drain_timeout
-                    if drain is not None:
-                        left = drain.remaining(settings.drain_timeout)
-                    await inbox.stop(within=left)
-                    await notifications.stop()
+                left = settings.drain_timeout
+                if drain is not None:
+                    left = drain.remaining(settings.drain_timeout)
+                await work.stop(within=left)
                 if started:
                     await dispatcher.emit_shutdown(**workflow)
         finally:
@@ -166,6 +174,83 @@ def telegram_lifespan(
             await bot.session.close()
 
     return lifespan
+
+
+class BackgroundWork:
+    """The queue work of one process: inbox workers and the outbox sender, one listener.
+
+    ``inbox``: the webhook stores updates (the :attr:`inbox` exists) and ``workers`` of
+    them (default ``[bot] workers``) run here. ``outbox`` given and ``[bot] outbox_sender``
+    on (or ``sender=True``): an :class:`~db_manager.telegram.outbox.OutboxSender` runs here.
+    One :class:`~db_manager.notify.Notifications` connection serves both.
+    """
+
+    def __init__(
+        self,
+        bot: Bot,
+        dispatcher: Dispatcher,
+        uow_factory: UnitOfWorkFactory[Any],
+        engine: AsyncEngine,
+        settings: TelegramSettings,
+        *,
+        inbox: bool,
+        outbox: Any = None,
+        on_forbidden: Callable[[int, str], Awaitable[None]] | None = None,
+        workers: int | None = None,
+        sender: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.workers = settings.workers if workers is None else workers
+        run_sender = outbox is not None and (settings.outbox_sender if sender is None else sender)
+        needed = (inbox and self.workers > 0) or run_sender
+        self.notifications = Notifications(engine) if needed else None
+        self.inbox: Inbox | None = None
+        if inbox:
+            self.inbox = Inbox(
+                bot,
+                dispatcher,
+                uow_factory,
+                settings,
+                notifications=self.notifications,
+                outbox=outbox,
+            )
+        self.sender: Any = None
+        if run_sender:
+            from db_manager.telegram.outbox import OutboxSender
+
+            self.sender = OutboxSender(
+                bot,
+                engine,
+                settings,
+                notifications=self.notifications,
+                on_forbidden=on_forbidden,
+            )
+
+    async def start(self) -> None:
+        if self.notifications is not None:
+            await self.notifications.start()
+        if self.inbox is not None and self.workers > 0:
+            await self.inbox.start(self.workers)
+        if self.sender is not None:
+            await self.sender.start()
+
+    def stop_claiming(self) -> None:
+        """At the start of a drain: no new updates are claimed (sends go on until stop)."""
+        if self.inbox is not None:
+            self.inbox.stop_claiming()
+
+    async def stop(self, within: float) -> None:
+        """Updates and sends in flight get ``within`` seconds, then roll back to pending."""
+        stopping = []
+        if self.inbox is not None:
+            stopping.append(self.inbox.stop(within=within))
+        if self.sender is not None:
+            stopping.append(self.sender.stop(within))
+        try:
+            await asyncio.gather(*stopping)
+        finally:
+            if self.notifications is not None:
+                await self.notifications.stop()
 
 
 async def register_webhook(bot: Bot, dispatcher: Dispatcher, settings: TelegramSettings) -> bool:

@@ -14,6 +14,7 @@ finish within ``[bot] drain_timeout`` (the rest roll back to pending), and retur
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -22,9 +23,7 @@ from aiogram.client.session.base import BaseSession
 
 from db_manager.database import Database
 from db_manager.errors import ConfigError
-from db_manager.notify import Notifications
-from db_manager.telegram.inbox import Inbox
-from db_manager.telegram.lifespan import build_bot
+from db_manager.telegram.lifespan import BackgroundWork, build_bot
 from db_manager.telegram.middleware import setup_dispatcher, teardown_dispatcher
 from db_manager.telegram.settings import TelegramSettings
 
@@ -41,34 +40,41 @@ async def run_worker(
     stop: asyncio.Event,
     session: BaseSession | None = None,
     outbox: Any = None,
+    on_forbidden: Callable[[int, str], Awaitable[None]] | None = None,
     workers: int | None = None,
+    sender: bool | None = None,
 ) -> None:
-    """Apply inbox updates until ``stop`` is set; ``database`` must be started."""
+    """Apply inbox updates until ``stop`` is set; ``database`` must be started.
+
+    With ``outbox`` the process also runs the outbox sender (``sender``, default ``[bot]
+    outbox_sender``), so web processes can run with ``outbox_sender = false``.
+    """
     if settings.token is None:
         raise ConfigError("[bot] token is not set; the worker has no bot to serve")
     bot = build_bot(settings, session=session)
     setup_dispatcher(dispatcher, database.uow_factory, outbox=outbox)
-    notifications = Notifications(database.engine)
-    inbox = Inbox(
+    work = BackgroundWork(
         bot,
         dispatcher,
         database.uow_factory,
+        database.engine,
         settings,
-        notifications=notifications,
+        inbox=True,
         outbox=outbox,
+        on_forbidden=on_forbidden,
+        workers=max(1, settings.workers if workers is None else workers),
+        sender=sender,
     )
     workflow = {**dispatcher.workflow_data, "bot": bot, "bots": [bot], "dispatcher": dispatcher}
     try:
         await dispatcher.emit_startup(**workflow)
         try:
-            await notifications.start()
-            await inbox.start(max(1, settings.workers if workers is None else workers))
-            log.info("inbox worker process ready", bot_id=bot.id, workers=inbox.running)
+            await work.start()
+            log.info("inbox worker process ready", bot_id=bot.id, workers=work.workers)
             await stop.wait()
             log.info("inbox worker process draining", deadline=settings.drain_timeout)
         finally:
-            await inbox.stop(within=settings.drain_timeout)
-            await notifications.stop()
+            await work.stop(within=settings.drain_timeout)
             await dispatcher.emit_shutdown(**workflow)
     finally:
         teardown_dispatcher(dispatcher)
