@@ -99,7 +99,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     delete,
-    exists,
     func,
     insert,
     literal,
@@ -363,19 +362,32 @@ def load_method(name: str, payload: dict[str, Any]) -> TelegramMethod[Any]:
 
 _CLAIM_COLUMNS = (_C.id, _C.chat_key, _C.chat_kind, _C.method, _C.payload, _C.attempts)
 _earlier = _TABLE.alias("earlier")
+# ORDER BY the chat index's own columns: the one order only that index gives without a
+# sort, so the planner uses it even before the table has statistics.
+_FIRST_OF_CHAT = (
+    select(_earlier.c.id)
+    .where(
+        _earlier.c.status == Status.PENDING.value,
+        _earlier.c.bot_id == _C.bot_id,
+        _earlier.c.chat_key == _C.chat_key,
+    )
+    .order_by(_earlier.c.bot_id, _earlier.c.chat_key, _earlier.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
 _CLAIM = (
     select(*_CLAIM_COLUMNS)
     .where(
         _C.status == Status.PENDING.value,
         _C.bot_id == bindparam("bot_id"),
         _C.next_attempt_at <= bindparam("now", type_=_C.next_attempt_at.type),
-        ~exists().where(
-            _earlier.c.status == Status.PENDING.value,
-            _earlier.c.bot_id == _C.bot_id,
-            _earlier.c.chat_key == _C.chat_key,
-            _earlier.c.id < _C.id,
+        # The chat's first pending row only. A correlated scalar subquery, not NOT EXISTS: it
+        # runs as a parameterized lookup in the (bot_id, chat_key, id) index, where an
+        # anti-join planned without statistics scanned every pending row per candidate.
+        or_(
+            _C.chat_key.is_(None),
+            (_C.id == _FIRST_OF_CHAT) & _C.chat_key.not_in(bindparam("busy_chats", expanding=True)),
         ),
-        or_(_C.chat_key.is_(None), _C.chat_key.not_in(bindparam("busy_chats", expanding=True))),
         _C.id.not_in(bindparam("busy_ids", expanding=True)),
     )
     .order_by(_C.id)
@@ -421,25 +433,35 @@ _MARK_DEAD = (
 # network between us, so a window kept to the microsecond here could look a hair short there.
 _WINDOW_MARGIN = 0.04
 _ERROR_LENGTH = 500
+_PG_CLAIMERS = 4
 
 
 class _Window:
-    """At most ``count`` events in any ``seconds`` (a sliding window of send times)."""
+    """At most ``count`` sends in any ``seconds``: the times of the recent ones, a place
+    reserved before a claim and given back if the claim finds nothing."""
 
     __slots__ = ("count", "seconds", "times")
 
     def __init__(self, rate: float) -> None:
         self.count = max(1, int(rate))
         self.seconds = self.count / rate + _WINDOW_MARGIN
-        self.times: deque[float] = deque(maxlen=self.count)
+        self.times: deque[float] = deque()
 
-    def next_allowed(self) -> float:
-        if len(self.times) < self.count:
-            return 0.0
-        return self.times[0] + self.seconds
+    def next_allowed(self, now: float) -> float:
+        times = self.times
+        while times and times[0] <= now - self.seconds:
+            times.popleft()
+        if len(times) < self.count:
+            return now
+        return times[-self.count] + self.seconds
 
-    def record(self, now: float) -> None:
+    def reserve(self, now: float) -> float:
         self.times.append(now)
+        return now
+
+    def give_back(self, reserved: float) -> None:
+        with contextlib.suppress(ValueError):
+            self.times.remove(reserved)
 
 
 @dataclass(slots=True)
@@ -493,10 +515,16 @@ class OutboxSender:
         self._claim = _CLAIM_LOCKED if self._locking else _CLAIM
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        # Claiming loops: on PostgreSQL several claims run at once (row locks keep them
+        # apart), so a claim's round trips do not bound the rate; SQLite claims one at a time.
+        self._claimers = min(max_in_flight, _PG_CLAIMERS) if self._locking else 1
         self._stopping = False
         # Flood control, monotonic seconds.
+        # The bot's window twice: places reserved before a claim (so no more claims run than
+        # may be sent), and the send times themselves, kept at the moment of the HTTP call.
         self._bot_window = _Window(settings.bot_rate)
+        self._send_window = _Window(settings.bot_rate)
         self._bot_paused_until = 0.0
         self._chat_next: dict[int, float] = {}
         self._chat_gap = {
@@ -512,7 +540,7 @@ class OutboxSender:
 
     @property
     def running(self) -> bool:
-        return self._loop_task is not None and not self._loop_task.done()
+        return any(not task.done() for task in self._loops)
 
     @property
     def in_flight(self) -> int:
@@ -525,7 +553,8 @@ class OutboxSender:
             return
         self._stopping = False
         _local_wakeups.setdefault(self.bot.id, []).append(self._wakeup)
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._run()) for _ in range(self._claimers)]
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop claiming; give the calls in flight ``deadline`` seconds (default
@@ -536,9 +565,10 @@ class OutboxSender:
             wakeups.remove(self._wakeup)
         if not wakeups:
             _local_wakeups.pop(self.bot.id, None)
-        task, self._loop_task = self._loop_task, None
-        if task is not None:
+        loops, self._loops = self._loops, []
+        for task in loops:
             task.cancel()
+        for task in loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         tasks = list(self._tasks)
@@ -555,13 +585,14 @@ class OutboxSender:
     # -- the claiming loop -------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """One claiming loop: claim a row, hand it to a send task, claim the next one."""
         loop = asyncio.get_running_loop()
         failures = 0
         while not self._stopping:
             seen = self._wakeup.generation
-            await self._until_bot_allowed()
+            reserved = await self._reserve_bot_window()
             await self._slots.acquire()
-            claimed: asyncio.Future[bool] = loop.create_future()
+            claimed: asyncio.Future[bool | None] = loop.create_future()
             try:
                 task = loop.create_task(self._slot(claimed))
             except BaseException:
@@ -571,8 +602,11 @@ class OutboxSender:
             task.add_done_callback(self._tasks.discard)
             try:
                 found = await claimed
-                delay = None if found else await self._idle_delay()
+                if found is not True:
+                    self._bot_window.give_back(reserved)
+                delay = await self._idle_delay() if found is False else None
             except Exception as exc:
+                self._bot_window.give_back(reserved)
                 if not is_connection_error(exc):
                     log.exception("outbox sender: unexpected database error; backing off")
                 else:
@@ -583,16 +617,20 @@ class OutboxSender:
                 failures += 1
                 await asyncio.sleep(self._db_backoff(failures))
                 continue
+            except BaseException:
+                self._bot_window.give_back(reserved)
+                raise
             failures = 0
             if delay is not None:
                 await self._wakeup.wait(seen, within=delay)
 
-    async def _until_bot_allowed(self) -> None:
+    async def _reserve_bot_window(self) -> float:
+        """Wait until the bot may send (its window, a bot-wide 429 pause); take the place."""
         while True:
             now = time.monotonic()
-            ready = max(self._bot_paused_until, self._bot_window.next_allowed())
+            ready = max(self._bot_paused_until, self._bot_window.next_allowed(now))
             if ready <= now:
-                return
+                return self._bot_window.reserve(now)
             await asyncio.sleep(ready - now)
 
     async def _idle_delay(self) -> float:
@@ -630,7 +668,7 @@ class OutboxSender:
 
     # -- one send ----------------------------------------------------------------------------
 
-    async def _slot(self, claimed: asyncio.Future[bool]) -> None:
+    async def _slot(self, claimed: asyncio.Future[bool | None]) -> None:
         try:
             if self._locking:
                 await self._send_locked(claimed)
@@ -650,7 +688,7 @@ class OutboxSender:
                 claimed.cancel()
             self._slots.release()
 
-    async def _send_locked(self, claimed: asyncio.Future[bool]) -> None:
+    async def _send_locked(self, claimed: asyncio.Future[bool | None]) -> None:
         """PostgreSQL: claim, send and mark in one transaction holding the row lock."""
         connection = await self.engine.connect()
         try:
@@ -669,7 +707,7 @@ class OutboxSender:
         finally:
             await run_to_completion(_close(connection))
 
-    async def _send_unlocked(self, claimed: asyncio.Future[bool]) -> None:
+    async def _send_unlocked(self, claimed: asyncio.Future[bool | None]) -> None:
         """SQLite: claim with a read (this process's own in-flight rows are excluded), send,
         then mark in a short write transaction."""
         async with self.engine.connect() as connection:
@@ -686,8 +724,9 @@ class OutboxSender:
             self._release(job)
         await self._after(job, outcome)
 
-    def _take(self, row: Any, claimed: asyncio.Future[bool]) -> _Job | None:
-        """Reserve the claimed row's chat and a place in the bot's window; tell the loop."""
+    def _take(self, row: Any, claimed: asyncio.Future[bool | None]) -> _Job | None:
+        """Reserve the claimed row's chat; tell the loop (True: sending, False: nothing to
+        claim, None: claimed a chat that is not free after all; the row stays pending)."""
         if claimed.done():  # the loop was stopped meanwhile: leave the row pending
             return None
         if row is None:
@@ -695,7 +734,12 @@ class OutboxSender:
             return None
         job = _Job(row.id, row.chat_key, row.chat_kind, row.method, row.payload, row.attempts)
         now = time.monotonic()
-        self._bot_window.record(now)
+        if job.chat_key is not None and (
+            job.chat_key in self._busy_chats or self._chat_next.get(job.chat_key, 0.0) > now
+        ):
+            # Another claiming loop of this process took this chat after our claim began.
+            claimed.set_result(None)
+            return None
         self._busy_ids.add(job.row_id)
         if job.chat_key is not None:
             self._busy_chats.add(job.chat_key)
@@ -710,11 +754,22 @@ class OutboxSender:
         if job.chat_key is not None:
             self._busy_chats.discard(job.chat_key)
 
+    async def _pace(self) -> None:
+        """Wait (row claimed) until the bot's send window has room, and take it."""
+        while True:
+            now = time.monotonic()
+            ready = self._send_window.next_allowed(now)
+            if ready <= now:
+                self._send_window.reserve(now)
+                return
+            await asyncio.sleep(ready - now)
+
     async def _deliver(self, job: _Job) -> _Outcome:
         """Call the Bot API; the row's next state from the answer."""
         token = [self.bot.token]
         try:
             method = load_method(job.method, job.payload)
+            await self._pace()
             await self.bot(method)
         except TelegramRetryAfter as exc:
             pause = max(1.0, float(exc.retry_after))
