@@ -607,14 +607,15 @@ class OutboxSender:
                 delay = await self._idle_delay() if found is False else None
             except Exception as exc:
                 self._bot_window.give_back(reserved)
+                failures += 1
                 if not is_connection_error(exc):
                     log.exception("outbox sender: unexpected database error; backing off")
-                else:
+                elif failures == 1 or failures % 20 == 0:  # one line per outage, not per try
                     log.warning(
                         "outbox sender: database unavailable; backing off",
                         error=summarize(exc, with_type=True),
+                        failures=failures,
                     )
-                failures += 1
                 await asyncio.sleep(self._db_backoff(failures))
                 continue
             except BaseException:
