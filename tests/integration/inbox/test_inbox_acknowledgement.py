@@ -70,7 +70,7 @@ async def test_a_failing_commit_gets_no_2xx_and_leaves_no_row(pg_database: str) 
         fine = message_update("noop", update_id=next_update_id())
         assert (await post_update(client, fine)).status_code == 200
         engine: AsyncEngine = app.state.engine
-        assert await wait_for(lambda: _marks_are(engine, "noop", 1), timeout=10)
+        assert await wait_for(lambda: _marks_are(engine, "noop", 1), timeout=30)
         assert await count_marks(engine, "refuse-at-commit") == 0
     assert await inbox_rows(pg_database, refused["update_id"]) == []
 
@@ -96,7 +96,7 @@ async def test_twenty_concurrent_deliveries_leave_one_row_and_one_application(
         async def done() -> bool:
             return await inbox_rows(pg_database, update["update_id"]) == ["done"]
 
-        assert await wait_for(done, timeout=10)
+        assert await wait_for(done, timeout=30)
         # Redelivered after it was applied: still acknowledged, still applied once.
         assert (await post_update(client, update)).status_code == 200
         await asyncio.sleep(0.3)  # give a wrongly re-queued copy time to run
