@@ -55,7 +55,7 @@ class ProbingSession(RecordingSession):
         self, bot: Bot, method: TelegramMethod[TelegramType], timeout: int | None = None
     ) -> TelegramType:
         if isinstance(method, SendMessage):
-            query = f"SELECT kind FROM {Mark.__table__.name} ORDER BY id"
+            query = f"SELECT kind FROM {Mark.__tablename__} ORDER BY id"
             rows = await pg_fetch(query, database=self.database)
             self.committed_at_send.append([row["kind"] for row in rows])
         return await super().make_request(bot, method, timeout)

@@ -101,7 +101,7 @@ async def test_python_m_app_worker_applies_stored_updates_and_exits_0_on_sigterm
                     "SELECT count(*) AS n FROM db_manager__telegram_inbox WHERE status = 'done'",
                     database=pg_database,
                 )
-                return rows[0]["n"] == len(texts)
+                return bool(rows[0]["n"] == len(texts))
 
             assert await wait_for(applied, timeout=60), log_path.read_text(errors="replace")
             feedback = await pg_fetch(
