@@ -227,6 +227,11 @@ class UnitOfWork:
         self._require_active()
         self._callbacks.append(callback)
 
+    def clear_on_commit(self) -> None:
+        """Drop the ``on_commit`` callbacks registered so far: the work they follow was
+        undone without ending the transaction (rolled back to a savepoint)."""
+        self._callbacks.clear()
+
     def on_begin(self, hook: BeginHook) -> None:
         """Run ``hook(connection)`` inside each transaction this unit of work begins, until one
         commits; ``connection`` is the synchronous :class:`~sqlalchemy.engine.Connection`.

@@ -76,7 +76,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from db_manager.base import Base
-from db_manager.errors import DatabaseUnavailable, loggable, redact, summarize
+from db_manager.errors import (
+    DatabaseUnavailable,
+    is_connection_error,
+    loggable,
+    redact,
+    summarize,
+)
 from db_manager.notify import Notifications, Wakeup
 from db_manager.telegram.middleware import (
     INBOX_UOW_KEY,
@@ -229,6 +235,27 @@ _RECORD_FAILURE = (
 )
 
 
+# In the claiming transaction, the row locked: no condition on its state is needed.
+_FAIL_LOCKED = (
+    update(_T)
+    .where(_T.bot_id == bindparam("p_bot_id"), _T.update_id == bindparam("p_update_id"))
+    .values(
+        attempts=bindparam("p_attempts"),
+        status=bindparam("p_status"),
+        next_attempt_at=bindparam("p_next_attempt_at"),
+        last_error=bindparam("p_last_error"),
+        finished_at=bindparam("p_finished_at"),
+    )
+)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    cause = exc.failure if isinstance(exc, _HandlerFailed) else exc
+    return isinstance(cause, DatabaseUnavailable) or (
+        isinstance(cause, Exception) and is_connection_error(cause)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Claim:
     update_id: int
@@ -369,7 +396,21 @@ class Inbox:
                 if row is None:
                     return False
                 claim = _Claim(row.update_id, row.attempts, row.chat_key)
-                await self._apply(uow, row.payload)
+                # The handler runs inside a SAVEPOINT: a failure undoes its writes and is
+                # recorded while the row is still locked, so no other worker retries the
+                # update before its backoff (2 round trips: SAVEPOINT, RELEASE).
+                savepoint = await uow.session.begin_nested()
+                try:
+                    await self._apply(uow, row.payload)
+                except Exception as exc:
+                    if not savepoint.is_active or _connection_lost(exc):
+                        raise  # committed by the handler, or the transaction is gone
+                    await savepoint.rollback()
+                    uow.clear_on_commit()  # what the failed handler meant to do after it
+                    await connection.execute(_FAIL_LOCKED, self._failure_params(claim, exc))
+                    return True
+                if savepoint.is_active:
+                    await savepoint.commit()
         except asyncio.CancelledError:
             if claim is not None:
                 log.info("update returned to the inbox: cancelled", update_id=claim.update_id)
@@ -379,6 +420,21 @@ class Inbox:
                 raise
             await self._record_failure(claim, exc)
         return True
+
+    async def _record_failure(self, claim: _Claim, exc: Exception) -> None:
+        """Record a failure after the claiming transaction was lost (best effort)."""
+        params = self._failure_params(claim, exc)
+        try:
+            async with self.uow_factory() as uow:
+                connection = await uow.session.connection()
+                await connection.execute(_RECORD_FAILURE, params)
+        except Exception as record_error:
+            # The update stays pending and due: it is retried when the database is back.
+            log.warning(
+                "could not record the failure of an update",
+                update_id=claim.update_id,
+                error=summarize(record_error),
+            )
 
     async def _apply(self, uow: UnitOfWork, payload: str) -> None:
         update = Update.model_validate_json(payload, context={"bot": self.bot})
@@ -410,7 +466,7 @@ class Inbox:
                 error=redact(summarize(exc), [self.bot.token]),
             )
 
-    async def _record_failure(self, claim: _Claim, exc: Exception) -> None:
+    def _failure_params(self, claim: _Claim, exc: Exception) -> dict[str, Any]:
         cause = exc.failure if isinstance(exc, _HandlerFailed) else exc
         failure = transient_failure(cause)
         attempts = claim.attempts + 1
@@ -449,17 +505,7 @@ class Inbox:
                 retry_in=round(delay, 3),
                 error=error,
             )
-        try:
-            async with self.uow_factory() as uow:
-                connection = await uow.session.connection()
-                await connection.execute(_RECORD_FAILURE, params)
-        except Exception as record_error:
-            # The update stays pending and due: it is retried when the database is back.
-            log.warning(
-                "could not record the failure of an update",
-                update_id=claim.update_id,
-                error=summarize(record_error),
-            )
+        return params
 
     def backoff(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: exponential, half of it jittered."""

@@ -205,14 +205,6 @@ async def test_a_429_waits_retry_after_and_holds_back_only_its_chat(pg_database:
     assert "TelegramRetryAfter" in row["last_error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library: the failure is recorded in a second transaction after the rollback; in "
-        "between the row is pending and due, and another worker claims it at once: the retry "
-        "skips its backoff and the failed attempt is not counted"
-    ),
-)
 async def test_a_second_worker_does_not_skip_the_backoff(pg_database: str) -> None:
     attempts: dict[int, list[float]] = {}
 
