@@ -27,6 +27,7 @@ from db_manager.telegram.outbox import (
     OutboxError,
     OutboxMessage,
     OutboxSender,
+    chat_of,
     enqueue,
     load_method,
     outbox_status,
@@ -393,3 +394,78 @@ async def test_status_reports_the_age_of_the_oldest_pending_row(
         status = await outbox_status(uow.session)
     assert status["pending"] == 1
     assert 0.2 <= status["oldest_pending_age_seconds"] < 5
+
+
+# -- chats, pauses, stop, several senders ---------------------------------------------------
+
+
+def test_the_chat_of_a_call_picks_its_limit() -> None:
+    assert chat_of(42) == (42, "private")
+    assert chat_of("42") == (42, "private")
+    assert chat_of(-1001234567890) == (-1001234567890, "group")
+    key, kind = chat_of("@SomeChannel")
+    assert kind == "group" and chat_of("@somechannel") == (key, kind)  # stable, case-blind
+    assert chat_of(None) == (None, "unknown")
+
+
+@pytest.mark.postgres
+async def test_a_429_without_a_chat_pauses_the_whole_bot(
+    pg_db: Database[UnitOfWork], fake: FakeBotApi
+) -> None:
+    fake.fail(method="answerCallbackQuery", status=429, retry_after=2)
+    async with running_sender(pg_db, fake):
+        async with pg_db.uow_factory() as uow:
+            await enqueue(uow, BOT_ID, AnswerCallbackQuery(callback_query_id="cq", text="x"))
+        await fake.wait_calls(1, "answerCallbackQuery")
+        async with pg_db.uow_factory() as uow:
+            await enqueue(uow, BOT_ID, SendMessage(chat_id=90, text="after the pause"))
+        assert await until(lambda: sent_texts(fake, 90) == ["after the pause"])
+        assert await settled(pg_db)
+
+    refused = fake.calls_of("answerCallbackQuery")[0]
+    assert refused.status == 429
+    assert fake.calls_of("sendMessage")[0].at - refused.at >= 2.0
+    assert [call.status for call in fake.calls_of("answerCallbackQuery")] == [429, 200]
+
+
+@pytest.mark.postgres
+async def test_stop_cancels_a_send_past_the_deadline_and_the_row_stays_pending(
+    pg_db: Database[UnitOfWork], fake: FakeBotApi
+) -> None:
+    fake.latency = 3.0
+    runner = running_sender(pg_db, fake)
+    sender = await runner.__aenter__()
+    try:
+        async with pg_db.uow_factory() as uow:
+            await enqueue(uow, BOT_ID, SendMessage(chat_id=95, text="slow"))
+        assert await until(lambda: sender.in_flight == 1)  # the fake answers in 3 s
+        started = time.monotonic()
+        await sender.stop(0.3)
+        assert time.monotonic() - started < 2.0
+    finally:
+        await runner.__aexit__(None, None, None)
+    assert [(row.status, row.attempts) for row in await rows(pg_db)] == [("pending", 0)]
+
+
+@pytest.mark.postgres
+async def test_two_senders_share_the_work_once_each_in_per_chat_order(
+    pg_db: Database[UnitOfWork], pg_database: str, fake: FakeBotApi
+) -> None:
+    other = Database(pg_settings(pg_database))  # a second "process": its own engine and pool
+    await other.start()
+    chats, per_chat = 20, 10
+    try:
+        async with pg_db.uow_factory() as uow:
+            for k in range(per_chat):
+                for chat in range(1, chats + 1):
+                    await enqueue(uow, BOT_ID, SendMessage(chat_id=chat, text=f"{chat}:{k}"))
+        fast = {"private_chat_rate": 1000.0, "bot_rate": 1000.0}
+        async with running_sender(pg_db, fake, **fast), running_sender(other, fake, **fast):
+            assert await until(lambda: len(fake.calls) >= chats * per_chat, timeout=30)
+            assert await settled(pg_db)
+    finally:
+        await other.dispose()
+
+    assert len(fake.calls) == chats * per_chat  # nothing sent twice
+    for chat in range(1, chats + 1):
+        assert sent_texts(fake, chat) == [f"{chat}:{k}" for k in range(per_chat)]
