@@ -10,7 +10,7 @@ import pytest
 
 from db_manager import DatabaseSettings
 
-from .helpers import InboxProcess, Observer, app_database, create_tables
+from .helpers import ForkServer, InboxProcess, Observer, app_database, create_tables
 
 
 @pytest.fixture
@@ -29,14 +29,24 @@ async def observer(inbox_db: str) -> AsyncIterator[Observer]:
         await watcher.close()
 
 
+@pytest.fixture(scope="session")
+def forkserver() -> Iterator[ForkServer]:
+    """One interpreter that has imported the app and forks the uvicorn children."""
+    server = ForkServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture
-def processes() -> Iterator[Callable[..., InboxProcess]]:
+def processes(forkserver: ForkServer) -> Iterator[Callable[..., InboxProcess]]:
     """``make(database_settings, bot_settings_dict, slow_cap=None)``: a child, not started
     yet; every child made is killed (SIGKILL) at the end of the test whatever happened."""
     made: list[InboxProcess] = []
 
     def make(database: DatabaseSettings, bot: dict[str, Any], **options: Any) -> InboxProcess:
-        process = InboxProcess(database, bot, **options)
+        process = InboxProcess(database, bot, forkserver=forkserver, **options)
         made.append(process)
         return process
 

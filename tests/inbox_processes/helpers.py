@@ -9,12 +9,16 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -24,6 +28,7 @@ from db_manager import DatabaseSettings
 from db_manager.telegram.inbox import TelegramInboxItem
 from db_manager.telegram.store import TelegramUpdate
 from tests.support.postgres import PG_HOST, PG_PORT, PG_USER, pg_connect
+from tests.support.processes import child_env
 from tests.support.served import Served
 from tests.support.updates import encode, message_update, secret_header
 
@@ -45,8 +50,8 @@ def app_database(database: str, **overrides: Any) -> DatabaseSettings:
         "database": database,
         "connect_timeout": 3.0,
         "create_tables": False,
-        "pool_size": 10,
-        "max_overflow": 10,
+        "pool_size": 8,
+        "max_overflow": 4,
         "application_name": f"inbox_{uuid.uuid4().hex[:10]}",
     }
     values.update(overrides)
@@ -65,22 +70,118 @@ async def create_tables(settings: DatabaseSettings) -> None:
         await engine.dispose()
 
 
+class ForkedProcess:
+    """A child of the :class:`ForkServer`, with the part of ``Popen``'s interface we use."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server = server
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.poll(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.01)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+
+class ForkServer:
+    """``python -m tests.inbox_processes.forkserver``: forks uvicorn children on request
+    (see that module); its requests are serialized, so threads may share it."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.inbox_processes.forkserver"],
+            env=child_env(PYTHONUNBUFFERED="1"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._lock = threading.Lock()
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fork server ended ({self.process.poll()})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def spawn(self, env: dict[str, str], port: int, log: Path) -> ForkedProcess:
+        answer = self._ask({"op": "spawn", "env": env, "port": port, "log": str(log)})
+        return ForkedProcess(self, int(answer["pid"]))
+
+    def poll(self, pid: int) -> int | None:
+        code = self._ask({"op": "poll", "pid": pid})["returncode"]
+        return None if code is None else int(code)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
 class InboxProcess(Served):
-    """``uvicorn tests.inbox_processes.inbox_app:create_app --factory``, one process."""
+    """``tests.inbox_processes.inbox_app:create_app`` served by uvicorn, one process; forked
+    by ``forkserver`` when given (fast), else ``python -m uvicorn ... --factory``."""
+
+    process: Any
 
     def __init__(
-        self, database: DatabaseSettings, bot: dict[str, Any], *, slow_cap: float | None = None
+        self,
+        database: DatabaseSettings,
+        bot: dict[str, Any],
+        *,
+        slow_cap: float | None = None,
+        forkserver: ForkServer | None = None,
     ) -> None:
         fields = database.model_dump(mode="json", exclude={"password", "url"})
         config = {"database": fields, "bot": bot, "slow_cap": slow_cap}
         super().__init__(FACTORY, env={APP_ENV: json.dumps(config)})
         self.database = database
         self.bot = bot
+        self.forkserver = forkserver
+
+    def start(self, timeout: float = 40) -> None:
+        if self.forkserver is None:
+            super().start(timeout)
+            return
+        self.process = self.forkserver.spawn(self.env, self.port, self.log)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited ({self.process.returncode}):\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/health/live", timeout=2).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start:\n{self.output()}")
+            time.sleep(0.05)
 
     @property
     def pid(self) -> int:
         assert self.process is not None
-        return self.process.pid
+        return int(self.process.pid)
 
     def kill(self) -> None:
         """SIGKILL: no drain, no shutdown, connections dropped by the kernel."""
@@ -99,7 +200,7 @@ class InboxProcess(Served):
     def wait_exit(self, timeout: float) -> int:
         """Wait for the process to end; its return code (-15: it ended by SIGTERM)."""
         assert self.process is not None
-        code = self.process.wait(timeout)
+        code = int(self.process.wait(timeout))
         self.process = None
         return code
 
@@ -145,7 +246,7 @@ class Deliveries:
 
 
 async def deliver(
-    clients: list[httpx.AsyncClient],
+    sessions: list[aiohttp.ClientSession],
     update_id: int,
     body: bytes,
     seen: Deliveries,
@@ -154,30 +255,41 @@ async def deliver(
     give_up_after: float = 60.0,
 ) -> None:
     """POST until a 200, as Telegram redelivers: a refused connection, a cut one or a 503 is
-    retried on the next client (the other process) after a short pause. Only a 200 is an
+    retried on the next session (the other process) after a short pause. Only a 200 is an
     acknowledgement."""
     deadline = time.monotonic() + give_up_after
     attempt = 0
     while True:
-        client = clients[(first + attempt) % len(clients)]
+        session = sessions[(first + attempt) % len(sessions)]
         attempt += 1
         try:
-            answer = await client.post(WEBHOOK_PATH, content=body, headers=HEADERS)
-        except httpx.TransportError as exc:
+            async with session.post(WEBHOOK_PATH, data=body, headers=HEADERS) as answer:
+                await answer.read()
+                status, retry_after = answer.status, answer.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
             seen.failures[type(exc).__name__] += 1
         else:
-            seen.statuses[answer.status_code] += 1
-            if answer.status_code == 200:
+            seen.statuses[status] += 1
+            if status == 200:
                 seen.acknowledged.add(update_id)
                 if attempt > 1:
                     seen.retried += 1
                 return
-            if "Retry-After" in answer.headers:
-                seen.retry_after_seen.add(answer.headers["Retry-After"])
+            if retry_after is not None:
+                seen.retry_after_seen.add(retry_after)
         if time.monotonic() > deadline:
             raise AssertionError(f"update {update_id} was never acknowledged: {seen}")
         # Telegram waits before a redelivery; a short pause keeps the test quick.
-        await asyncio.sleep(0.05 if attempt % len(clients) else 0.2)
+        await asyncio.sleep(0.05 if attempt % len(sessions) else 0.2)
+
+
+def poster(port: int) -> aiohttp.ClientSession:
+    """A client for many posts (aiohttp: a tenth of httpx's CPU per request)."""
+    return aiohttp.ClientSession(
+        f"http://127.0.0.1:{port}",
+        timeout=aiohttp.ClientTimeout(total=30),
+        connector=aiohttp.TCPConnector(limit=60),
+    )
 
 
 def client_for(port: int, *, timeout: float = 30.0) -> httpx.AsyncClient:

@@ -22,8 +22,8 @@ from .helpers import (
     app_database,
     chat_update,
     check_exactly_once_in_chat_order,
-    client_for,
     deliver,
+    poster,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -52,17 +52,17 @@ async def test_terminated_backends_lose_and_double_nothing_and_processing_resume
     async def cut_connections() -> None:
         for threshold in CUT_AT:
             while (applied := await observer.applied_count()) < threshold:
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.05)
             cuts.append((applied, await observer.terminate_app_backends(name)))
 
     started = time.monotonic()
-    async with client_for(app.port) as client:
+    async with poster(app.port) as client:
         cutter = asyncio.create_task(cut_connections())
         try:
             ids = list(expected)
             for start in range(0, UPDATES, CHATS):
                 while len(seen.acknowledged) - await observer.applied_count() > AHEAD:
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.05)
                 await asyncio.gather(
                     *(
                         deliver([client], update_id, chat_update(update_id, chat), seen)
