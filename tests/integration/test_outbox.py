@@ -459,7 +459,7 @@ async def test_two_senders_share_the_work_once_each_in_per_chat_order(
             for k in range(per_chat):
                 for chat in range(1, chats + 1):
                     await enqueue(uow, BOT_ID, SendMessage(chat_id=chat, text=f"{chat}:{k}"))
-        fast = {"private_chat_rate": 1000.0, "bot_rate": 1000.0}
+        fast: dict[str, Any] = {"private_chat_rate": 1000.0, "bot_rate": 1000.0}
         async with running_sender(pg_db, fake, **fast), running_sender(other, fake, **fast):
             assert await until(lambda: len(fake.calls) >= chats * per_chat, timeout=30)
             assert await settled(pg_db)
