@@ -112,6 +112,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from db_manager._sqlite import SQLITE_BEGIN_OPTION, SQLITE_FIRST_WRITE
 from db_manager.base import Base
 from db_manager.cancellation import run_to_completion
 from db_manager.errors import DatabaseManagerError, is_connection_error, redact, summarize
@@ -438,6 +439,8 @@ _MARK_DEAD = (
 # bench/outbox.py); 100 ms costs 9% of the bot rate (27.3/s of 30).
 _WINDOW_MARGIN = 0.1
 _ERROR_LENGTH = 500
+# SQLite: the sender's reads take no write lock (db_manager._sqlite); ignored elsewhere.
+_READ: Final[dict[str, Any]] = {SQLITE_BEGIN_OPTION: SQLITE_FIRST_WRITE}
 _PG_CLAIMERS = 4
 
 
@@ -649,7 +652,9 @@ class OutboxSender:
             delay = min(delay, max(0.0, soonest - now) + 0.001)
         async with self.engine.connect() as connection:
             wall = _utcnow()
-            next_retry = await connection.scalar(_NEXT_RETRY, {"bot_id": self.bot.id, "now": wall})
+            next_retry = await connection.scalar(
+                _NEXT_RETRY, {"bot_id": self.bot.id, "now": wall}, execution_options=_READ
+            )
         if next_retry is not None:
             if next_retry.tzinfo is None:  # SQLite gives naive UTC values back
                 next_retry = next_retry.replace(tzinfo=dt.UTC)
@@ -717,7 +722,10 @@ class OutboxSender:
         """SQLite: claim with a read (this process's own in-flight rows are excluded), send,
         then mark in a short write transaction."""
         async with self.engine.connect() as connection:
-            row = (await connection.execute(self._claim, self._claim_params())).first()
+            claim = await connection.execute(
+                self._claim, self._claim_params(), execution_options=_READ
+            )
+            row = claim.first()
             await connection.rollback()
         job = self._take(row, claimed)
         if job is None:
