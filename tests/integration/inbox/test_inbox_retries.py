@@ -6,9 +6,11 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter
 from aiogram.methods import SendMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,6 +32,23 @@ pytestmark = pytest.mark.postgres
 
 INBOX = "db_manager__telegram_inbox"
 A_METHOD = SendMessage(chat_id=1, text="x")
+
+
+@pytest.fixture
+def plain_tracebacks() -> Iterator[None]:
+    """Render logged tracebacks plainly: structlog's default console renderer formats them
+    with rich and every frame's locals, seconds per dead-letter log on a busy machine."""
+    saved = structlog.get_config()
+    processors = list(saved["processors"])
+    if processors and isinstance(processors[-1], structlog.dev.ConsoleRenderer):
+        processors[-1] = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
+    structlog.configure(processors=processors)
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
 
 
 async def inbox_row(database: str, update_id: int) -> dict[str, Any]:
@@ -101,7 +120,7 @@ async def test_a_transient_failure_is_retried_after_its_backoff_and_applied_once
 
 
 async def test_a_bug_ends_dead_later_updates_go_on_and_an_operator_retries_it(
-    pg_database: str,
+    pg_database: str, plain_tracebacks: None
 ) -> None:
     broken = True
     calls = 0
