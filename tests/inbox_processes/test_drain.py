@@ -180,7 +180,7 @@ async def test_sigterm_in_foreground_mode_answers_in_flight_posts_then_exits(
         # probe), while the handlers still sleep.
         async with client_for(app.port) as probe:
             while (ready := await probe.get("/health/ready")).status_code != 503:
-                assert time.monotonic() - signalled < 1.5, ready.text
+                assert time.monotonic() - signalled < 3.0, ready.text
                 await asyncio.sleep(0.02)
             ready_off = time.monotonic() - signalled
             assert ready.json()["status"] == "draining"
