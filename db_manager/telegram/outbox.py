@@ -25,7 +25,7 @@ handler's writes. :class:`OutboxSender` delivers committed rows:
 * **Several processes** - on PostgreSQL each send runs in a transaction that claims its row
   with ``FOR UPDATE SKIP LOCKED``, holds the lock during the HTTP call and marks the row in
   that same transaction right after Telegram's answer; a process that dies releases its
-  locks with its connections. Up to four claims run at once in a process (the locks keep
+  locks with its connections. Several claims run at once in a process (the locks keep
   them apart), so the claim's round trips do not bound the rate. Each sender holds up to
   ``max_in_flight`` connections of its engine's pool while sending: count them in the
   connection budget, or give the sender an engine of its own. SQLite: one process, the same logic without row locks (the write lock
@@ -441,7 +441,7 @@ _WINDOW_MARGIN = 0.1
 _ERROR_LENGTH = 500
 # SQLite: the sender's reads take no write lock (db_manager._sqlite); ignored elsewhere.
 _READ: Final[dict[str, Any]] = {SQLITE_BEGIN_OPTION: SQLITE_FIRST_WRITE}
-_PG_CLAIMERS = 4
+_PG_CLAIMERS = 8  # at most; half of max_in_flight
 
 
 class _Window:
@@ -526,7 +526,7 @@ class OutboxSender:
         self._loops: list[asyncio.Task[None]] = []
         # Claiming loops: on PostgreSQL several claims run at once (row locks keep them
         # apart), so a claim's round trips do not bound the rate; SQLite claims one at a time.
-        self._claimers = min(max_in_flight, _PG_CLAIMERS) if self._locking else 1
+        self._claimers = max(1, min(max_in_flight // 2, _PG_CLAIMERS)) if self._locking else 1
         self._stopping = False
         # Flood control, monotonic seconds.
         # The bot's window twice: places reserved before a claim (so no more claims run than

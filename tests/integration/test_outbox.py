@@ -104,11 +104,15 @@ def running_sender(
     fake: FakeBotApi,
     *,
     on_forbidden: Callable[[int, str], Awaitable[None]] | None = None,
+    max_in_flight: int = 8,
     **overrides: Any,
 ) -> Running:
     settings = bot_settings(fake, **overrides)
     bot = build_bot(settings)
-    return Running(OutboxSender(bot, database.engine, settings, on_forbidden=on_forbidden), bot)
+    sender = OutboxSender(
+        bot, database.engine, settings, on_forbidden=on_forbidden, max_in_flight=max_in_flight
+    )
+    return Running(sender, bot)
 
 
 async def rows(database: Database[UnitOfWork]) -> list[OutboxMessage]:
