@@ -33,6 +33,11 @@ MODULES = [
     "db_manager.telegram.webhook",
     "db_manager.telegram.current",
     "db_manager.telegram.fsm",
+    "db_manager.telegram.inbox",
+    "db_manager.telegram.outbox",
+    "db_manager.telegram.worker",
+    "db_manager.notify",
+    "db_manager.drain",
     "db_manager.migrations",
     "db_manager.testing",
 ]
