@@ -42,6 +42,7 @@ rings the local :class:`~db_manager.notify.Wakeup`; workers also poll every
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import random
@@ -322,6 +323,11 @@ class Inbox:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._busy = 0
+        # Idle workers, woken one at a time (see _wake_one); a wake-up that found nobody
+        # idle is kept in _missed for the next worker about to wait.
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._missed = False
+        self._relay_task: asyncio.Task[None] | None = None
 
     # -- the webhook's side ----------------------------------------------------------------
 
@@ -544,6 +550,8 @@ class Inbox:
         loop = asyncio.get_running_loop()
         for number in range(count):
             self._tasks.append(loop.create_task(self._work(number), name=f"inbox-worker-{number}"))
+        if count and self._relay_task is None:
+            self._relay_task = loop.create_task(self._relay(), name="inbox-wakeups")
         if count:
             log.info("inbox workers started", workers=count, bot_id=self.bot_id)
 
@@ -551,12 +559,20 @@ class Inbox:
         """Let every worker finish its update and claim no more."""
         self._stopping = True
         self._stopped.set()
-        self.wakeup.ring()
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def stop(self, within: float | None = None) -> None:
         """Stop claiming; updates in flight get ``within`` seconds (default ``[bot]
         drain_timeout``), then they are cancelled and roll back to pending."""
         self.stop_claiming()
+        relay, self._relay_task = self._relay_task, None
+        if relay is not None:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
         tasks, self._tasks = self._tasks, []
         if not tasks:
             return
@@ -576,7 +592,6 @@ class Inbox:
     async def _work(self, number: int) -> None:
         delay = 0.0
         while not self._stopping:
-            seen = self.wakeup.generation
             try:
                 self._busy += 1
                 try:
@@ -597,8 +612,48 @@ class Inbox:
                     async with asyncio.timeout(delay):
                         await self._stopped.wait()
                 continue
-            if not found and not self._stopping:
-                await self.wakeup.wait(seen, within=self.settings.poll_interval)
+            if found:
+                self._wake_idle()  # there may be more: one more worker joins
+            elif not self._stopping:
+                await self._wait_idle(self.settings.poll_interval)
+
+    async def _relay(self) -> None:
+        """Turn each ring of the wakeup (a NOTIFY, a local store) into one woken worker.
+
+        Waking every idle worker for every stored batch would make all but one of them
+        run an empty claim (three round trips each); a worker that finds an update wakes
+        the next one instead, so a burst still spreads over all of them.
+        """
+        while not self._stopping:
+            seen = self.wakeup.generation
+            await self.wakeup.wait(seen, within=None)
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        if not self._wake_idle():
+            self._missed = True  # everyone is busy: the next one to go idle claims again
+
+    def _wake_idle(self) -> bool:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return True
+        return False
+
+    async def _wait_idle(self, within: float) -> None:
+        if self._missed:
+            self._missed = False
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle.append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._idle.remove(waiter)
 
 
 def _retrieved(future: asyncio.Future[bool]) -> None:
