@@ -23,7 +23,12 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     rendering: list[structlog.typing.Processor] = (
         [tracebacks, structlog.processors.JSONRenderer()]
         if fmt == "json"
-        else [structlog.dev.ConsoleRenderer(colors=False)]
+        # Plain tracebacks: structlog's rich formatter would print every frame's locals.
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -69,3 +69,19 @@ def test_json_tracebacks_show_no_locals(lines: list[dict[str, Any]]) -> None:
         assert SECRET not in json.dumps(line)
         for frame in line["exception"][0]["frames"]:
             assert "locals" not in frame
+
+
+def test_console_tracebacks_never_show_frame_locals() -> None:
+    """The console format (the default) prints the traceback plainly: a frame's locals (a
+    password, a token) are not rendered, as structlog's rich formatter would."""
+    result = subprocess.run(
+        [sys.executable, "-c", PROGRAM.replace('"json"', '"console"')],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    assert "boom in charge" in result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert SECRET not in result.stderr
