@@ -14,6 +14,8 @@ from fastapi import FastAPI
 
 from app.api import build_api_router
 from app.bot import build_dispatcher
+from app.bot.outbox import Outbox
+from app.bot.reachability import forbidden_hook
 from app.config import Settings, load_app_settings
 from app.logs import configure_logging
 from app.story import load_story
@@ -44,7 +46,15 @@ def create_app(
     story = load_story()  # validated now: a broken story stops the start
     dispatcher = build_dispatcher(story)
     database = database_lifespan(settings.database, uow_class=AppUnitOfWork)
-    telegram = telegram_lifespan(settings.bot, dispatcher, session=bot_session)
+    # Handlers enqueue Bot API calls in their transaction (data "outbox"); this process's
+    # sender delivers them ([bot] outbox_sender) and reports 403s to mark users unreachable.
+    telegram = telegram_lifespan(
+        settings.bot,
+        dispatcher,
+        session=bot_session,
+        outbox=Outbox,
+        on_forbidden=forbidden_hook(lambda: app.state.uow_factory),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,4 +1,9 @@
-"""``/buy`` in Telegram Stars, pre-checkout validation, and the successful payment."""
+"""``/buy`` in Telegram Stars, pre-checkout validation, and the successful payment.
+
+The thank-you for a payment goes through the outbox (:mod:`app.bot.outbox`): it commits
+with the payment and is delivered after the commit, retried while Telegram is down, where
+a webhook answer is fire-and-forget (Telegram reports no failure of it).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from aiogram.filters import Command
 from aiogram.methods import AnswerPreCheckoutQuery, SendInvoice, SendMessage
 from aiogram.types import LabeledPrice, Message, PreCheckoutQuery
 
+from app.bot.outbox import Outbox
 from app.services import (
     PREMIUM_CURRENCY,
     PREMIUM_DESCRIPTION,
@@ -48,14 +54,17 @@ async def pre_checkout(query: PreCheckoutQuery, uow: AppUnitOfWork) -> AnswerPre
     return query.answer(ok=False, error_message=problem)
 
 
-async def successful_payment(message: Message, uow: AppUnitOfWork) -> SendMessage | None:
+async def successful_payment(message: Message, uow: AppUnitOfWork, outbox: Outbox) -> None:
     payment = message.successful_payment
     if payment is None or message.from_user is None:
-        return None
+        return
+    chat_id = message.chat.id
     user = await uow.users.get_by_telegram_id(message.from_user.id)
     if user is None:
         # Telegram only charges after a pre-checkout we approved for a known user.
-        return message.answer("Payment received, but your account is unknown; send /start.")
+        text = "Payment received, but your account is unknown; send /start."
+        await outbox.send(SendMessage(chat_id=chat_id, text=text))
+        return
     _payment, created = await record_successful_payment(
         uow,
         user,
@@ -66,10 +75,12 @@ async def successful_payment(message: Message, uow: AppUnitOfWork) -> SendMessag
         provider_charge_id=payment.provider_payment_charge_id or None,
     )
     if not created:
-        return None
+        return  # a repeat of a recorded payment: it was thanked for already
     if unlocks_premium(payment.invoice_payload):
-        return message.answer("Thank you! The premium branch of the story is unlocked.")
-    return message.answer("Thank you! Your payment was received.")
+        text = "Thank you! The premium branch of the story is unlocked."
+    else:
+        text = "Thank you! Your payment was received."
+    await outbox.send(SendMessage(chat_id=chat_id, text=text))
 
 
 def build_router() -> Router:

@@ -1,5 +1,10 @@
-"""The app's tables, all named ``app__<table>`` through :class:`AppModel`."""
+"""The app's tables, all named ``app__<table>`` through :class:`AppModel`.
 
+The app also sends through db_manager's outbox, so its schema (``create_tables``, the
+migrations) holds ``db_manager__telegram_outbox`` too: imported here, with the models.
+"""
+
+import db_manager.telegram.outbox  # noqa: F401  (db_manager__telegram_outbox on Base.metadata)
 from app.models.base import AppModel, UTCDateTime, utcnow
 from app.models.feedback import Feedback
 from app.models.novel_message import MessageDirection, NovelMessage

@@ -1,4 +1,4 @@
-"""``User``: one Telegram user of the bot, and who referred them."""
+"""``User``: one Telegram user of the bot, who referred them, and whether the bot can reach them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import AppModel, created_at_column
+from app.models.base import AppModel, UTCDateTime, created_at_column
 
 __all__ = ["User"]
 
@@ -26,6 +26,13 @@ class User(AppModel):
     referrer_id: Mapped[int | None] = mapped_column(
         ForeignKey("app__users.id", ondelete="SET NULL"), index=True
     )
+    # When the bot learnt it cannot write to the user (they blocked it: a ``my_chat_member``
+    # update "kicked", or a 403 from the Bot API); None: reachable. Broadcasts skip them.
+    unreachable_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def reachable(self) -> bool:
+        return self.unreachable_since is None
 
     def __repr__(self) -> str:
         return f"<User id={self.id} telegram_id={self.telegram_id}>"

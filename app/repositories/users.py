@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import CursorResult, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import NovelState, ReferralLink, User
@@ -102,6 +103,41 @@ class UserRepository:
         """How many users came through somebody's referral link."""
         stmt = select(func.count()).select_from(User).where(User.referrer_id.is_not(None))
         return await self.session.scalar(stmt) or 0
+
+    async def set_unreachable(self, telegram_id: int, since: datetime | None) -> bool:
+        """Mark the user unreachable since ``since`` (None: reachable again), in one UPDATE
+        that leaves a user already in that state alone (an earlier mark keeps its time).
+        True if it changed a row (False: no such user, or nothing to change)."""
+        if since is None:
+            changes = User.unreachable_since.is_not(None)
+        else:
+            changes = User.unreachable_since.is_(None)
+        stmt = (
+            update(User)
+            .where(User.telegram_id == telegram_id, changes)
+            .values(unreachable_since=since)
+            .execution_options(synchronize_session="fetch")
+        )
+        result = cast(CursorResult[Any], await self.session.execute(stmt))
+        return bool(result.rowcount)
+
+    async def reachable_telegram_ids(self, batch: int = 1000) -> AsyncIterator[int]:
+        """The Telegram ids of every reachable user, in registration order, streamed in
+        batches (keyset pagination: no OFFSET, no server-side cursor)."""
+        after = 0
+        while True:
+            stmt = (
+                select(User.id, User.telegram_id)
+                .where(User.unreachable_since.is_(None), User.id > after)
+                .order_by(User.id)
+                .limit(batch)
+            )
+            rows = (await self.session.execute(stmt)).all()
+            for _row_id, telegram_id in rows:
+                yield telegram_id
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
 
     async def referrer_chain_contains(self, start_id: int, user_id: int) -> bool:
         """True if ``user_id`` is ``start_id`` or one of its referrers, referrers' referrers, ...

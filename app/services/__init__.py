@@ -2,6 +2,12 @@
 :class:`~app.unit_of_work.AppUnitOfWork` and never commit (the caller's unit of work does);
 the read views (:mod:`app.services.stats`) take any ``AsyncSession``, e.g. a read snapshot's."""
 
+from app.services.broadcast import (
+    BROADCAST_MAX_LENGTH,
+    TextOutbox,
+    broadcast,
+    check_broadcast_text,
+)
 from app.services.errors import (
     ChoiceNotAvailable,
     InvalidInput,
@@ -26,6 +32,7 @@ from app.services.payments import (
     unlocks_premium,
     validate_pre_checkout,
 )
+from app.services.reachability import mark_reachable, mark_unreachable
 from app.services.referrals import (
     ReferralResult,
     attach_referrer,
@@ -37,6 +44,7 @@ from app.services.stats import PaymentInfo, Stats, UserProfile, stats, user_paym
 from app.services.users import register_user
 
 __all__ = [
+    "BROADCAST_MAX_LENGTH",
     "PREMIUM_CURRENCY",
     "PREMIUM_DESCRIPTION",
     "PREMIUM_PAYLOAD",
@@ -49,14 +57,19 @@ __all__ = [
     "ReferralResult",
     "ServiceError",
     "Stats",
+    "TextOutbox",
     "UserNotFound",
     "UserProfile",
     "advance_story",
     "attach_referrer",
+    "broadcast",
+    "check_broadcast_text",
     "ensure_novel_state",
     "ensure_referral_link",
     "get_novel_state",
     "log_message",
+    "mark_reachable",
+    "mark_unreachable",
     "new_referral_code",
     "record_successful_payment",
     "referral_link_code",

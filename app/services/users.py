@@ -30,7 +30,8 @@ async def register_user(
 ) -> tuple[User, bool]:
     """Return ``(user, created)``: the user with this Telegram id, created if new.
 
-    A known user's profile fields are updated to the given values. Either way the user
+    A known user's profile fields are updated to the given values (and a user marked
+    unreachable is reachable again: they wrote to the bot). Either way the user
     ends up with a referral link and a novel state (at ``story.start``; without a story
     the state is placed at the start the first time a story service sees it).
     Two concurrent registrations of one id create one user: the loser of the race reads
@@ -88,3 +89,7 @@ def _update_profile(
     ):
         if getattr(user, name) != value:
             setattr(user, name, value)
+    # Writing to the bot means the user no longer blocks it (an unblock whose my_chat_member
+    # update was missed, or a 403 that has since passed).
+    if user.unreachable_since is not None:
+        user.unreachable_since = None

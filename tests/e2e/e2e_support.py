@@ -1,7 +1,9 @@
 """The app as it runs in production, driven from outside: the real webhook and the real API.
 
 ``create_app(settings, bot_session=RecordingSession())`` is the only seam: Telegram is
-replaced by the public ``bot_session=`` argument, nothing of ours is patched. Updates go
+replaced by the public ``bot_session=`` argument, nothing of ours is patched. What the app
+sends through its outbox (the story's scenes, thank-yous, notices) arrives at the session
+after the webhook's answer: :meth:`Deployment.sent` waits for it. Updates go
 in as Telegram's own JSON through ``POST /webhook/telegram`` (with the secret header),
 the HTTP API is called with a Bearer token, and the database is checked by counting rows
 on an engine of the test's own (not through the app's repositories).
@@ -26,17 +28,16 @@ from app.config import AppSection, Settings
 from app.main import create_app
 from app.story import Story
 from db_manager import DatabaseSettings, create_engine
-from db_manager.telegram import TelegramSettings
 from tests.support.asgi import running
-from tests.support.telegram import RecordingSession
+from tests.support.telegram import RecordedRequest, RecordingSession
 from tests.support.updates import (
-    BOT_TOKEN,
     BOT_USERNAME,
-    WEBHOOK_SECRET,
     callback_query_update,
     secret_header,
     start_update,
 )
+
+from .outbox_support import bot_settings, outbox_settled, recorded, started
 
 API_TOKEN = "e2e-api-token-0123456789"
 WEBHOOK_PATH = "/webhook/telegram"
@@ -51,7 +52,7 @@ def app_settings(database: DatabaseSettings, *, api_token: str | None = API_TOKE
     """The settings a deployment would have: the bot on, the API on (unless ``None``)."""
     return Settings(
         app=AppSection(api_token=SecretStr(api_token) if api_token is not None else None),
-        bot=TelegramSettings(token=SecretStr(BOT_TOKEN), webhook_secret=SecretStr(WEBHOOK_SECRET)),
+        bot=bot_settings(),
         database=database,
     )
 
@@ -75,6 +76,14 @@ class Deployment:
             return None
         answer: dict[str, Any] = response.json()
         return answer
+
+    async def sent(self, name: str, count: int = 1) -> list[RecordedRequest]:
+        """The ``name`` calls the bot made, once at least ``count`` arrived (outbox sends)."""
+        return await recorded(self.telegram, name, count)
+
+    async def settled(self) -> list[tuple[str, str, Any]]:
+        """``(method, status, chat)`` of the outbox rows, once none is pending."""
+        return await outbox_settled(self.db)
 
     # -- HTTP API ------------------------------------------------------------------------------
 
@@ -136,6 +145,7 @@ async def deployed(
     engine = create_engine(database)
     try:
         async with running(app) as client:
+            await started(telegram)
             yield Deployment(client=client, telegram=telegram, db=engine)
     finally:
         await engine.dispose()
@@ -224,9 +234,10 @@ async def walk(
         answer = await press(deployment, choice.id, message_text=scene.text)
         assert "text" not in answer  # a plain acknowledgement: no alert
 
-        # The next scene replaces the old one in place, sent after the commit.
+        # The next scene replaces the old one in place, sent through the outbox.
+        [edit_call] = await deployment.sent("editMessageText")
         assert deployment.telegram.method_names == ["editMessageText"]
-        edit = deployment.telegram.last("editMessageText").params
+        edit = edit_call.params
         target = story.scene(choice.target)
         assert edit["chat_id"] == USER_B
         assert edit["message_id"] == BOT_MESSAGE_ID

@@ -22,10 +22,11 @@ import app.models  # noqa: F401  (the app's tables on Base.metadata)
 from app.config import AppSection, Settings
 from app.main import create_app
 from db_manager import Base, DatabaseSettings, create_engine
-from db_manager.telegram import TelegramSettings
 from tests.support.asgi import running
 from tests.support.telegram import RecordingSession
-from tests.support.updates import BOT_TOKEN, BOT_USERNAME, WEBHOOK_SECRET, secret_header
+from tests.support.updates import BOT_USERNAME, secret_header
+
+from .outbox_support import bot_settings
 
 API_TOKEN = "edge-api-token-0123456789"
 WEBHOOK_PATH = "/webhook/telegram"
@@ -40,7 +41,7 @@ def edge_settings(
         app=AppSection(
             api_token=SecretStr(api_token) if api_token is not None else None, docs=docs
         ),
-        bot=TelegramSettings(token=SecretStr(BOT_TOKEN), webhook_secret=SecretStr(WEBHOOK_SECRET)),
+        bot=bot_settings(),
         database=database,
     )
 

@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 from app.services import PREMIUM_PAYLOAD, PREMIUM_PRICE_XTR
 from db_manager import DatabaseSettings
 from tests.e2e.edge_support import BIGINT_MAX, EdgeApp, edge_app, limit_violations, tracebacks
+from tests.e2e.outbox_support import recorded
 from tests.support.updates import start_update, successful_payment_update, text_update
 
 USER = 7_100_001
@@ -172,12 +173,17 @@ async def test_stats_sum_any_accepted_amounts_exactly(edge: EdgeApp) -> None:
 
 async def test_only_the_premium_payload_is_thanked_with_premium(edge: EdgeApp) -> None:
     assert (await edge.post(start_update(user_id=USER))).status_code == 200
+    # The thank-yous leave through the outbox, after the webhook's (empty) answer.
     other = await edge.post(_payment(payload="tip-the-author", charge_id="stx-tip"))
-    assert other.json()["text"] == "Thank you! Your payment was received."
+    assert other.status_code == 200
+    [thanks] = await recorded(edge.telegram, "sendMessage")
+    assert thanks.params["text"] == "Thank you! Your payment was received."
     assert await edge.rows("SELECT premium FROM app__novel_states") in ([(False,)], [(0,)])
 
     premium = await edge.post(_payment(charge_id="stx-premium"))
-    assert "premium branch of the story is unlocked" in premium.json()["text"]
+    assert premium.status_code == 200
+    thanks = (await recorded(edge.telegram, "sendMessage", 2))[1]
+    assert "premium branch of the story is unlocked" in thanks.params["text"]
     assert await edge.rows("SELECT premium FROM app__novel_states") in ([(True,)], [(1,)])
 
 
@@ -209,11 +215,14 @@ async def test_openapi_declares_the_bearer_scheme_and_every_status(edge: EdgeApp
         ("/api/users/{telegram_id}", "get"),
         ("/api/users/{telegram_id}/payments", "get"),
         ("/api/users/{telegram_id}/premium", "post"),  # idempotency keys: 400 and 409 too
+        ("/api/broadcast", "post"),  # 202: enqueued; 422: a text Telegram cannot send
     }
     for (path, method), operation in operations.items():
         assert operation["security"] == [{name: []}], path
-        expected = {"200", "401", "503"} | ({"404", "422"} if "{" in path else set())
+        success = "202" if path == "/api/broadcast" else "200"
+        expected = {success, "401", "503"} | ({"404", "422"} if "{" in path else set())
         expected |= {"400", "409"} if method == "post" else set()
+        expected |= {"422"} if path == "/api/broadcast" else set()
         assert set(operation["responses"]) == expected, path
     # And the statuses are the ones answered: 401 without a token, 422 and 404 with it.
     assert (await edge.api("/api/stats", token=None)).status_code == 401

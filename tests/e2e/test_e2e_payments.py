@@ -98,15 +98,16 @@ async def test_buy_pre_checkout_and_pay_once(deployment: Deployment, story: Stor
     assert await payments(deployment) == []
     assert not await premium(deployment)
 
-    # successful_payment: one Payment, premium unlocked, and a thank-you.
+    # successful_payment: one Payment, premium unlocked, and a thank-you, which comes
+    # through the outbox (committed with the payment), not as the webhook's answer.
     paid = successful_payment_update(
         user_id=USER_B, payload=payload, amount=PRICE_XTR, currency="XTR", charge_id=CHARGE_ID
     )
-    thanks = await deployment.deliver(paid)
-    assert thanks is not None
-    assert thanks["method"] == "sendMessage"
-    assert thanks["chat_id"] == USER_B
-    assert "unlocked" in thanks["text"]
+    deployment.telegram.clear()
+    assert await deployment.deliver(paid) is None
+    [thanks] = await deployment.sent("sendMessage")
+    assert thanks.params["chat_id"] == USER_B
+    assert "unlocked" in thanks.params["text"]
     b = await deployment.user_row_id(USER_B)
     expected = [(b, PRICE_XTR, "XTR", payload, CHARGE_ID, "paid")]
     assert await payments(deployment) == expected
@@ -128,6 +129,10 @@ async def test_buy_pre_checkout_and_pay_once(deployment: Deployment, story: Stor
     assert await deployment.deliver(again) is None
     assert await payments(deployment) == expected
     assert await deployment.snapshot() == before
+    assert [row for row in await deployment.settled() if row[0] == "sendMessage"] == [
+        ("sendMessage", "sent", USER_B)
+    ]
+    assert len(deployment.telegram.calls("sendMessage")) == 1
     assert (
         await deployment.scalar(
             "SELECT count(*) FROM db_manager__telegram_updates WHERE update_id IN (:a, :b)",
@@ -147,6 +152,7 @@ async def test_buy_pre_checkout_and_pay_once(deployment: Deployment, story: Stor
     deployment.telegram.clear()
     opened = await press(deployment, premium_choice.id)
     assert "text" not in opened
+    await deployment.sent("editMessageText")
     assert deployment.telegram.method_names == ["editMessageText"]
     assert await current_scene(deployment) == premium_choice.target
     second = await buy(deployment)
@@ -178,9 +184,14 @@ async def test_one_payment_delivered_twice_at_once_is_recorded_once(
         )
         for _ in range(2)
     ]
+    deployment.telegram.clear()
     answers = await asyncio.gather(*(deployment.deliver(update) for update in updates))
-    assert sorted(answer is None for answer in answers) == [False, True], answers
+    assert answers == [None, None]  # the thank-you leaves through the outbox
     assert len(await payments(deployment)) == 1
+    assert [row for row in await deployment.settled() if row[0] == "sendMessage"] == [
+        ("sendMessage", "sent", USER_B)
+    ]
+    assert len(deployment.telegram.calls("sendMessage")) == 1
     assert await premium(deployment)
     stats = await deployment.api_json("/api/stats")
     assert (stats["payments"], stats["payments_sum"]) == (1, PRICE_XTR)

@@ -8,6 +8,7 @@ once, and each answer gives its read connection back.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
@@ -19,6 +20,7 @@ from tests.support.telegram import RecordingSession
 from tests.support.updates import BOT_USERNAME, secret_header, start_update
 
 from .e2e_support import API_TOKEN, USER_A, app_settings
+from .outbox_support import bot_settings
 
 PATHS = ("/api/stats", f"/api/users/{USER_A}", f"/api/users/{USER_A}/payments")
 
@@ -34,7 +36,9 @@ async def test_api_answers_while_every_main_pool_connection_is_held(
     database = db_settings.model_copy(
         update={"pool_size": 1, "max_overflow": 0, "pool_timeout": 1.0}
     )
-    settings = app_settings(database)
+    # Without the outbox sender: it would share the one main-pool connection (its claims
+    # run on the main engine) and this test is about the read path's own pool.
+    settings = replace(app_settings(database), bot=bot_settings(outbox_sender=False))
     app = create_app(
         settings, bot_session=RecordingSession(bot_username=BOT_USERNAME), configure_logs=False
     )

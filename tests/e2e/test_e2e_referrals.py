@@ -52,6 +52,10 @@ async def test_start_ref_and_deep_link_referral(deployment: Deployment, story: S
     assert answer["chat_id"] == USER_B
     assert "friend's link" in answer["text"]
     assert answer["text"].endswith(story.start_scene.text)
+    # A hears of it through the outbox, after the commit.
+    [notice] = await deployment.sent("sendMessage")
+    assert notice.params["chat_id"] == USER_A
+    assert notice.params["text"].startswith("Bob joined through your invitation link")
 
     b = await _profile(deployment, USER_B)
     assert b["referrer_telegram_id"] == USER_A
@@ -105,9 +109,11 @@ async def test_start_ref_and_deep_link_referral(deployment: Deployment, story: S
     assert a["referral_count"] == 1
     assert (await _profile(deployment, USER_B))["referrer_telegram_id"] == USER_A
 
-    # Nothing of this went through a second Bot API call: every answer rode the webhook
-    # response, except /ref's getMe (the bot's username for the link).
-    assert set(deployment.telegram.method_names) <= {"getMe"}
+    # Nothing else went through a second Bot API call: every answer rode the webhook
+    # response; /ref's link uses the username fetched once at startup (no getMe); the
+    # repeated and the self-referral notified nobody.
+    await deployment.settled()
+    assert deployment.telegram.method_names == ["sendMessage"]
 
 
 async def test_referral_cycle_and_unknown_code_change_nothing(deployment: Deployment) -> None:

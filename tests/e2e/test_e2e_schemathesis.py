@@ -23,6 +23,7 @@ from sqlalchemy import text
 from db_manager import DatabaseSettings, create_engine
 from tests.support.processes import child_env
 from tests.support.served import Served, database_env
+from tests.support.updates import BOT_TOKEN, WEBHOOK_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,16 @@ USERS = (1, 42, 2**63 - 1)
 
 @pytest.fixture
 def served(db_settings: DatabaseSettings) -> Iterator[Served]:
-    env = {**database_env(db_settings), "APP__API_TOKEN": TOKEN, "APP__LOG_FORMAT": "json"}
+    env = {
+        **database_env(db_settings),
+        "APP__API_TOKEN": TOKEN,
+        "APP__LOG_FORMAT": "json",
+        # The bot on, so that /api/broadcast enqueues (without a bot it is 503), and no
+        # outbox sender: the rows stay pending, nothing tries to reach Telegram.
+        "BOT__TOKEN": BOT_TOKEN,
+        "BOT__WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "BOT__OUTBOX_SENDER": "false",
+    }
     with Served("app.main:create_app", env=env) as server:
         yield server
 
@@ -67,6 +77,13 @@ async def _seed(settings: DatabaseSettings) -> None:
 CONFIG = """
 [[operations]]
 include-path = "/api/users/{telegram_id}/premium"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+# The broadcast: texts the schema admits but Telegram cannot send (only white space, NUL)
+# get 422, as does a reused key.
+[[operations]]
+include-path = "/api/broadcast"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from app.story import Story
-from tests.support.updates import callback_query_update
+from tests.support.updates import callback_query_update, start_update
 
 from .e2e_support import (
     USER_B,
@@ -58,6 +58,7 @@ async def test_stale_and_foreign_buttons_are_explained_and_change_nothing(
     assert foreign not in {c.id for c in current.choices}
     before = await deployment.snapshot()
 
+    outbox_before = await deployment.settled()
     for choice_id in (stale, foreign, "no_such_choice"):
         deployment.telegram.clear()
         answer = await press(deployment, choice_id)
@@ -66,6 +67,7 @@ async def test_stale_and_foreign_buttons_are_explained_and_change_nothing(
         assert "latest scene" in answer["text"]
         assert deployment.telegram.method_names == []  # no edit, no new message
 
+    assert await deployment.settled() == outbox_before  # and none enqueued
     assert await deployment.snapshot() == before
     assert await current_scene(deployment) == current.id
     assert await message_log(deployment) == expected_log
@@ -75,6 +77,7 @@ async def test_stale_and_foreign_buttons_are_explained_and_change_nothing(
     choice = next(c for c in current.choices if not story.scene(c.target).premium)
     answer = await press(deployment, choice.id)
     assert "text" not in answer
+    await deployment.sent("editMessageText")
     assert deployment.telegram.method_names == ["editMessageText"]
     assert await current_scene(deployment) == choice.target
 
@@ -93,6 +96,7 @@ async def test_premium_button_without_payment_is_refused(
     answer = await press(deployment, premium.id)
     assert answer["show_alert"] is True
     assert "/buy" in answer["text"]
+    assert await deployment.settled() == [("editMessageText", "sent", USER_B)] * len(route)
     assert deployment.telegram.method_names == []
     assert await deployment.snapshot() == before
 
@@ -105,13 +109,17 @@ async def test_button_of_a_user_who_never_started_is_explained(deployment: Deplo
     assert answer["show_alert"] is True
     assert "/start" in answer["text"]
     assert deployment.telegram.method_names == []
+    assert await deployment.settled() == []
     assert await deployment.scalar("SELECT count(*) FROM app__users") == 0
     assert await deployment.scalar("SELECT count(*) FROM app__novel_messages") == 0
 
 
-async def test_a_scene_that_cannot_be_edited_in_place_is_sent_as_a_new_message(
+async def test_an_edit_telegram_refuses_ends_dead_and_start_shows_the_scene(
     deployment: Deployment, story: Story
 ) -> None:
+    """The outbox sends the edit after the handler is done, so a refused edit cannot fall
+    back to a new message: its row ends dead with Telegram's reason, the state has moved
+    on, and /start shows the current scene with its buttons."""
     await walk(deployment, story, steps=1)
     scene = story.scene(await current_scene(deployment))
     choice = scene.choices[0]
@@ -120,13 +128,22 @@ async def test_a_scene_that_cannot_be_edited_in_place_is_sent_as_a_new_message(
 
     answer = await press(deployment, choice.id)
     assert "text" not in answer
-    assert deployment.telegram.method_names == ["editMessageText", "sendMessage"]
-    sent = deployment.telegram.last("sendMessage").params
+    rows = await deployment.settled()
+    assert rows[-1] == ("editMessageText", "dead", USER_B)
+    assert deployment.telegram.method_names == ["editMessageText"]  # tried once, no retry
+    assert (
+        await deployment.scalar(
+            "SELECT last_error FROM db_manager__telegram_outbox ORDER BY id DESC LIMIT 1"
+        )
+        == "Bad Request: message can't be edited"
+    )
     target = story.scene(choice.target)
-    assert sent["chat_id"] == USER_B
-    assert sent["text"] == target.text
-    assert choice_ids(sent.get("reply_markup")) == [c.id for c in target.choices]
     assert await current_scene(deployment) == target.id
+
+    shown = await deployment.deliver(start_update(user_id=USER_B, first_name="Bob"))
+    assert shown is not None
+    assert shown["text"] == target.text
+    assert choice_ids(shown.get("reply_markup")) == [c.id for c in target.choices]
 
 
 async def test_a_button_on_an_inaccessible_message_sends_the_next_scene(
@@ -146,6 +163,7 @@ async def test_a_button_on_an_inaccessible_message_sends_the_next_scene(
     answer = await deployment.deliver(update)
     assert answer is not None
     assert answer["method"] == "answerCallbackQuery"
+    await deployment.sent("sendMessage")
     assert deployment.telegram.method_names == ["sendMessage"]
     assert deployment.telegram.last("sendMessage").params["text"] == story.scene(choice.target).text
     assert await current_scene(deployment) == choice.target
@@ -162,6 +180,9 @@ async def test_a_double_click_is_applied_once(deployment: Deployment, story: Sto
     alerts = [answer for answer in answers if answer.get("show_alert")]
     assert len(alerts) == 1, answers
     assert "not available" in alerts[0]["text"]
+    await deployment.sent("editMessageText")
+    # The walk's edit, and one for the double click.
+    assert await deployment.settled() == [("editMessageText", "sent", USER_B)] * 2
     assert deployment.telegram.method_names == ["editMessageText"]
     assert await current_scene(deployment) == choice.target
     target = story.scene(choice.target)
