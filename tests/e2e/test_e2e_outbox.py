@@ -153,3 +153,26 @@ async def test_broadcast_refuses_texts_telegram_cannot_send_and_replays_a_repeat
         assert again.headers["Idempotent-Replayed"] == "true"
         assert await app.settled() == [("sendMessage", "sent", u) for u in USERS[:2]]
         assert _receivers(fake, longest) == set(USERS[:2])
+
+
+async def test_a_referrer_hears_of_a_new_reader_unless_they_blocked_the_bot(
+    db_settings: DatabaseSettings,
+) -> None:
+    referrer, reader, later = USERS[0], USERS[1], USERS[2]
+    async with FakeBotApi() as fake, against_fake(db_settings, fake) as app:
+        await app.deliver(start_update(user_id=referrer, first_name="Ann"))
+        [(code,)] = await app.rows("SELECT code FROM app__referral_links")
+        await app.deliver(start_update(code, user_id=reader, first_name="Ben"))
+        [notice] = await delivered(fake, "sendMessage", chat_id=referrer)
+        assert notice.params["text"].startswith("Ben joined through your invitation link")
+
+        # The referrer blocks the bot: the next join is recorded, and nobody is notified.
+        await app.deliver(my_chat_member_update(referrer, "kicked"))
+        await app.deliver(start_update(code, user_id=later, first_name="Cid"))
+        assert await app.rows("SELECT count(*) FROM app__users WHERE referrer_id IS NOT NULL") == [
+            (2,)
+        ]
+        assert await app.settled() == [("sendMessage", "sent", referrer)]
+        # Writing to the bot again (/start) makes the referrer reachable.
+        await app.deliver(start_update(user_id=referrer, first_name="Ann"))
+        assert await app.unreachable() == set()
