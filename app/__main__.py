@@ -161,6 +161,8 @@ async def _prune_idempotency_keys(settings: Settings) -> int:
 
 async def _worker(settings: Settings, workers: int | None) -> int:
     from app.bot import build_dispatcher
+    from app.bot.outbox import Outbox
+    from app.bot.reachability import forbidden_hook
     from app.logs import configure_logging
     from app.story import load_story
     from app.unit_of_work import AppUnitOfWork
@@ -187,7 +189,16 @@ async def _worker(settings: Settings, workers: int | None) -> int:
         if settings.database.create_tables:
             await database.create_all()
         await _require_inbox_table(database)
-        await run_worker(settings.bot, dispatcher, database, stop=stop, workers=workers)
+        # The same outbox and 403 hook as create_app: handlers here enqueue their sends too.
+        await run_worker(
+            settings.bot,
+            dispatcher,
+            database,
+            stop=stop,
+            workers=workers,
+            outbox=Outbox,
+            on_forbidden=forbidden_hook(lambda: database.uow_factory),
+        )
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
