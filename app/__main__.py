@@ -3,6 +3,7 @@
 python -m app run [--host H] [--port P] [--workers N]
 python -m app worker [--workers N]
 python -m app set-webhook
+python -m app broadcast --text TEXT
 python -m app prune-updates [--days N]
 python -m app prune-idempotency-keys
 python -m app inbox status
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     worker.add_argument("--workers", type=int, default=None, help="default: [bot] workers")
     commands.add_parser("set-webhook", help="register the webhook with Telegram (once per deploy)")
+    broadcast = commands.add_parser(
+        "broadcast",
+        help="enqueue a message to every reachable user (the app's outbox senders deliver it)",
+    )
+    broadcast.add_argument("--text", required=True, help="1 to 4096 characters")
     prune = commands.add_parser("prune-updates", help="delete old processed-update records")
     prune.add_argument("--days", type=float, default=3.0)
     commands.add_parser("prune-idempotency-keys", help="delete expired idempotency keys of the API")
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_inbox(settings, args))
         if args.command == "set-webhook":
             return asyncio.run(_set_webhook(settings))
+        if args.command == "broadcast":
+            return asyncio.run(_broadcast(settings, args.text))
         if args.command == "prune-updates":
             return asyncio.run(_prune(settings, args.days))
         if args.command == "prune-idempotency-keys":
@@ -125,6 +133,31 @@ async def _set_webhook(settings: Settings) -> int:
     finally:
         await bot.session.close()
     print(f"webhook set to {settings.bot.webhook_url}")
+    return 0
+
+
+async def _broadcast(settings: Settings, text: str) -> int:
+    from app.bot.outbox import BotOutbox, Outbox
+    from app.services import InvalidInput, broadcast, check_broadcast_text
+    from app.unit_of_work import AppUnitOfWork
+
+    bot_id = settings.bot.bot_id
+    if bot_id is None:
+        raise ConfigError("[bot] token is not set; there is no bot to broadcast from")
+    try:
+        check_broadcast_text(text)
+    except InvalidInput as exc:
+        print(f"error: --text: {exc}", file=sys.stderr)
+        return 2
+    database = Database(settings.database, uow_class=AppUnitOfWork)
+    await database.start()
+    try:
+        # One transaction: every message is enqueued, or (an error) none is.
+        async with database.uow_factory() as uow:
+            count = await broadcast(uow, BotOutbox(Outbox(uow, bot_id)), text)
+    finally:
+        await database.dispose()
+    print(f"enqueued {count} messages; the app's outbox senders deliver them")
     return 0
 
 
