@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db_manager.telegram.inbox import TelegramInboxItem
 from tests.support.asgi import running
@@ -23,10 +25,10 @@ async def slow(run: Run) -> None:
     await asyncio.sleep(0.02)
 
 
-async def marks(app_engine) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+async def marks(app_engine: AsyncEngine) -> list[tuple[int, int]]:
     async with app_engine.connect() as conn:
         rows = await conn.execute(select(Mark.update_id, Mark.id).where(Mark.kind != "x"))
-        return [(int(update_id), int(id_)) for update_id, id_ in rows]
+        return [(int(update_id or 0), int(id_)) for update_id, id_ in rows]
 
 
 @pytest.mark.postgres
@@ -57,7 +59,7 @@ async def test_inbox_acknowledges_stored_updates_and_workers_apply_each_once(
                 left = await conn.scalar(
                     text("select count(*) from db_manager__telegram_inbox where status <> 'done'")
                 )
-            return left == 0
+            return bool(left == 0)
 
         assert await wait_for(all_done, timeout=20)
         applied = await marks(engine)
@@ -72,7 +74,7 @@ async def test_inbox_acknowledges_stored_updates_and_workers_apply_each_once(
         assert sorted(mine, key=lambda i: order[i]) == mine
 
 
-async def test_inbox_on_sqlite_in_one_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_inbox_on_sqlite_in_one_process(tmp_path: Path) -> None:
     app = scenario_app(
         sqlite_settings(tmp_path / "db.sqlite", create_tables=True),
         {"noop": noop},
