@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench install
+.PHONY: run test test-slow lint bench install
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy db_manager app tests
 
+# Everything but the slow cases (real processes killed, servers restarted, fuzzing): under
+# 15 minutes on 2 cores. `make test-slow` runs those; .ci/run runs both.
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

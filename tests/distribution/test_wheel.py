@@ -304,7 +304,7 @@ def test_telegram_middleware_runs_without_fastapi(wheel: Path, tmp_path: Path) -
     result = env.run(BOT_WITHOUT_FASTAPI, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "tables ['db_manager__telegram_updates']" in lines
+    assert "tables ['db_manager__telegram_inbox', 'db_manager__telegram_updates']" in lines
     assert "rows ['hello']" in lines
     assert "frameworks []" in lines
     assert any(

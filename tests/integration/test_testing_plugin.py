@@ -153,6 +153,7 @@ def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_module_passes_in_random_order() -> None:
     """The isolation holds whatever the order: run this module shuffled, twice.
 
