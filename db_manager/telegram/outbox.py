@@ -769,10 +769,11 @@ class OutboxSender:
             self._busy_chats.discard(job.chat_key)
 
     async def _pace(self) -> None:
-        """Wait (row claimed) until the bot's send window has room, and take it."""
+        """Wait (row claimed) until the bot's send window has room and no bot-wide 429
+        pause holds (one may have come in after this row's claim), and take the place."""
         while True:
             now = time.monotonic()
-            ready = self._send_window.next_allowed(now)
+            ready = max(self._bot_paused_until, self._send_window.next_allowed(now))
             if ready <= now:
                 self._send_window.reserve(now)
                 return

@@ -421,6 +421,12 @@ async def test_a_429_without_a_chat_pauses_the_whole_bot(
         async with pg_db.uow_factory() as uow:
             await enqueue(uow, BOT_ID, AnswerCallbackQuery(callback_query_id="cq", text="x"))
         await fake.wait_calls(1, "answerCallbackQuery")
+        # The fake records a call before it answers: wait until the sender has the 429
+        # (the row's first attempt recorded; the pause is taken before that).
+        async def refused_recorded() -> bool:
+            return [row.attempts for row in await rows(pg_db)] == [1]
+
+        assert await wait_for(refused_recorded, 10.0, interval=0.02)
         async with pg_db.uow_factory() as uow:
             await enqueue(uow, BOT_ID, SendMessage(chat_id=90, text="after the pause"))
         assert await until(lambda: sent_texts(fake, 90) == ["after the pause"])
