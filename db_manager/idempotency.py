@@ -48,6 +48,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from db_manager._sql import utcnow
 from db_manager.base import Base
 from db_manager.errors import DatabaseManagerError
 
@@ -97,10 +98,6 @@ class StoredResponse:
     status_code: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class IdempotencyKey(Base):
@@ -207,7 +204,7 @@ async def claim_key(
     claim = _CLAIM.get(dialect)
     if claim is None:  # pragma: no cover - only the two supported dialects are configured
         raise IdempotencyError(f"idempotency keys are not supported on {dialect}")
-    now = _utcnow()
+    now = utcnow()
     values = {
         "scope": scope,
         "key": key,
@@ -250,7 +247,7 @@ async def record_response(
 
 async def prune_idempotency_keys(session: AsyncSession, *, now: dt.datetime | None = None) -> int:
     """Delete the keys that expired by ``now`` (default: the current time); return how many."""
-    cutoff = now if now is not None else _utcnow()
+    cutoff = now if now is not None else utcnow()
     stmt = delete(_T).where(_T.c.expires_at <= cutoff)
     result = cast(CursorResult[Any], await session.execute(stmt))
     return int(result.rowcount or 0)

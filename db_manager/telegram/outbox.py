@@ -112,6 +112,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from db_manager._sql import dialect_of, utcnow
 from db_manager._sqlite import SQLITE_BEGIN_OPTION, SQLITE_FIRST_WRITE
 from db_manager.base import Base
 from db_manager.cancellation import run_to_completion
@@ -157,10 +158,6 @@ class ChatKind(enum.StrEnum):
     UNKNOWN = "unknown"  # no chat (answerCallbackQuery, inline messages): bot limit only
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 _PENDING = text("status = 'pending'")
 
 
@@ -184,7 +181,7 @@ class OutboxMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
@@ -269,13 +266,9 @@ async def enqueue(uow: UnitOfWork, bot_id: int, method: TelegramMethod[Any]) -> 
     """The function form of :meth:`Outbox.send`."""
     values = _row_values(bot_id, method)
     session = uow.session
-    stmt = _INSERT_NOTIFY if _dialect(session) == "postgresql" else _INSERT
+    stmt = _INSERT_NOTIFY if dialect_of(session) == "postgresql" else _INSERT
     await session.execute(stmt, values)
     uow.on_commit(functools.partial(_ring_local, bot_id))
-
-
-def _dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
 
 
 def _row_values(bot_id: int, method: TelegramMethod[Any]) -> dict[str, Any]:
@@ -292,7 +285,7 @@ def _row_values(bot_id: int, method: TelegramMethod[Any]) -> dict[str, Any]:
         "chat_kind": chat_kind,
         "method": name,
         "payload": payload,
-        "next_attempt_at": _utcnow(),
+        "next_attempt_at": utcnow(),
     }
 
 
@@ -651,7 +644,7 @@ class OutboxSender:
             soonest = min(self._chat_next.values())
             delay = min(delay, max(0.0, soonest - now) + 0.001)
         async with self.engine.connect() as connection:
-            wall = _utcnow()
+            wall = utcnow()
             next_retry = await connection.scalar(
                 _NEXT_RETRY, {"bot_id": self.bot.id, "now": wall}, execution_options=_READ
             )
@@ -672,7 +665,7 @@ class OutboxSender:
             del self._chat_next[chat]
         return {
             "bot_id": self.bot.id,
-            "now": _utcnow(),
+            "now": utcnow(),
             "busy_chats": [*self._chat_next, *self._busy_chats],
             "busy_ids": list(self._busy_ids),
         }
@@ -808,7 +801,7 @@ class OutboxSender:
         except Exception as exc:  # a payload this aiogram cannot build, a session bug
             log.exception("outbox: the call could not be made; marked dead", row_id=job.row_id)
             return self._dead(job, redact(f"{type(exc).__name__}: {exc}", token))
-        return _Outcome(_MARK_SENT, {"row_id": job.row_id, "now": _utcnow()})
+        return _Outcome(_MARK_SENT, {"row_id": job.row_id, "now": utcnow()})
 
     def _pause(self, job: _Job, seconds: float) -> None:
         until = time.monotonic() + seconds
@@ -838,7 +831,7 @@ class OutboxSender:
             retry_in=round(seconds, 3),
             error=error[:_ERROR_LENGTH],
         )
-        at = _utcnow() + dt.timedelta(seconds=seconds)
+        at = utcnow() + dt.timedelta(seconds=seconds)
         return _Outcome(
             _MARK_RETRY, {"row_id": job.row_id, "at": at, "error": error[:_ERROR_LENGTH]}
         )
@@ -895,7 +888,7 @@ async def outbox_status(session: AsyncSession | AsyncConnection) -> dict[str, An
     if oldest is not None:
         if oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=dt.UTC)
-        age = max(0.0, (_utcnow() - oldest).total_seconds())
+        age = max(0.0, (utcnow() - oldest).total_seconds())
     return {
         "pending": counts.get(Status.PENDING.value, 0),
         "oldest_pending_age_seconds": age,
@@ -912,7 +905,7 @@ async def retry_dead(
     stmt = (
         update(_TABLE)
         .where(_C.status == Status.DEAD.value)
-        .values(status=Status.PENDING.value, next_attempt_at=_utcnow(), attempts=0)
+        .values(status=Status.PENDING.value, next_attempt_at=utcnow(), attempts=0)
     )
     if ids is not None:
         stmt = stmt.where(_C.id.in_(list(ids)))
@@ -924,7 +917,7 @@ async def purge_sent(
     session: AsyncSession | AsyncConnection, older_than: dt.timedelta = dt.timedelta(days=1)
 ) -> int:
     """Delete sent rows older than ``older_than``; return how many. Commit to apply it."""
-    cutoff = _utcnow() - older_than
+    cutoff = utcnow() - older_than
     result = await session.execute(
         delete(_TABLE).where(_C.status == Status.SENT.value, _C.sent_at < cutoff)
     )

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import Executable
 
+from db_manager._sql import utcnow
 from db_manager.base import Base
 from db_manager.errors import DatabaseManagerError
 from db_manager.uow import BeginHook, UnitOfWork
@@ -47,10 +48,6 @@ class DuplicateUpdate(DatabaseManagerError):
         self.update_id = update_id
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class TelegramUpdate(Base):
     """One row per processed update. Prune rows older than a few days."""
 
@@ -59,12 +56,12 @@ class TelegramUpdate(Base):
     bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     received_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=_utcnow, index=True
+        DateTime(timezone=True), default=utcnow, index=True
     )
 
 
 def _insert_ignoring_duplicates(connection: Connection, bot_id: int, update_id: int) -> bool:
-    values: dict[str, Any] = {"bot_id": bot_id, "update_id": update_id, "received_at": _utcnow()}
+    values: dict[str, Any] = {"bot_id": bot_id, "update_id": update_id, "received_at": utcnow()}
     stmt: Executable
     if connection.dialect.name == "postgresql":
         stmt = _PG_INSERT
@@ -116,7 +113,7 @@ class UpdateRecord:
 
 async def prune_updates(uow: UnitOfWork, *, older_than: dt.timedelta = dt.timedelta(days=3)) -> int:
     """Delete records older than ``older_than``; return how many were deleted."""
-    cutoff = _utcnow() - older_than
+    cutoff = utcnow() - older_than
     result = await uow.session.execute(
         delete(TelegramUpdate).where(TelegramUpdate.received_at < cutoff)
     )
