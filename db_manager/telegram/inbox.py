@@ -76,6 +76,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
+from db_manager._sql import dialect_of, utcnow
 from db_manager.base import Base
 from db_manager.errors import (
     DatabaseUnavailable,
@@ -111,10 +112,6 @@ log = structlog.get_logger("db_manager.telegram")
 INBOX_CHANNEL = "db_manager_inbox"
 PENDING, DONE, DEAD = "pending", "done", "dead"
 _ERROR_LIMIT = 2000
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class TelegramInboxItem(Base):
@@ -346,14 +343,15 @@ class Inbox:
             "chat_key": chat_key_of(update),
             "payload": payload.decode() if isinstance(payload, bytes) else payload,
         }
-        params["now"] = params["due"] = _utcnow()
+        params["now"] = params["due"] = utcnow()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._waiting.append((params, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
-        # A caller that gives up (the client left) does not cancel the batch of others.
-        return await asyncio.shield(future)
+        # A caller that gives up (the client left) cancels its own future only: the batch
+        # (another task) goes on for the others and skips a result nobody waits for.
+        return await future
 
     async def _flush(self) -> None:
         while self._waiting:
@@ -407,7 +405,7 @@ class Inbox:
         claim: _Claim | None = None
         try:
             async with self.uow_factory() as uow:
-                params = {"p_bot_id": self.bot_id, "p_now": _utcnow()}
+                params = {"p_bot_id": self.bot_id, "p_now": utcnow()}
                 connection = await uow.session.connection()
                 row = (await connection.execute(_CLAIM, params)).first()
                 if row is None:
@@ -487,7 +485,7 @@ class Inbox:
         cause = exc.failure if isinstance(exc, _HandlerFailed) else exc
         failure = transient_failure(cause)
         attempts = claim.attempts + 1
-        now = _utcnow()
+        now = utcnow()
         dead = failure is None and attempts >= self.settings.max_attempts
         delay = self.backoff(attempts)
         if isinstance(failure, TelegramRetryAfter):
@@ -663,11 +661,6 @@ def _retrieved(future: asyncio.Future[bool]) -> None:
         future.exception()
 
 
-def _dialect(session: AsyncSession) -> str:
-    bind = session.get_bind()
-    return bind.dialect.name
-
-
 # -- operations ----------------------------------------------------------------------------
 
 
@@ -710,7 +703,7 @@ async def inbox_status(session: AsyncSession, *, bot_id: int | None = None) -> I
     if oldest is not None:
         if oldest.tzinfo is None:  # SQLite gives naive datetimes back
             oldest = oldest.replace(tzinfo=dt.UTC)
-        age = max(0.0, (_utcnow() - oldest).total_seconds())
+        age = max(0.0, (utcnow() - oldest).total_seconds())
     return InboxStatus(
         pending=int(counts.get(PENDING, 0)),
         retrying=int(retrying or 0),
@@ -739,10 +732,10 @@ async def retry_updates(
     result = await session.execute(
         update(_T)
         .where(*conditions)
-        .values(status=PENDING, attempts=0, next_attempt_at=_utcnow(), finished_at=None)
+        .values(status=PENDING, attempts=0, next_attempt_at=utcnow(), finished_at=None)
     )
     count = int(getattr(result, "rowcount", 0) or 0)
-    if count and _dialect(session) == "postgresql":
+    if count and dialect_of(session) == "postgresql":
         await session.execute(select(func.pg_notify(INBOX_CHANNEL, "")))
     return count
 
@@ -753,6 +746,6 @@ async def purge_done(session: AsyncSession, *, older_than: dt.timedelta) -> int:
     Keep them at least as long as Telegram may redeliver (a day is plenty): a done row is
     what makes a late redelivery a no-op.
     """
-    cutoff = _utcnow() - older_than
+    cutoff = utcnow() - older_than
     result = await session.execute(delete(_T).where(_T.status == DONE, _T.finished_at < cutoff))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -31,7 +31,6 @@ from aiogram import Bot, Dispatcher
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.methods import TelegramMethod
 from aiogram.types import Update
-from aiogram.types.update import UpdateTypeLookupError
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
@@ -105,9 +104,7 @@ def telegram_webhook_router(
         except ValidationError as exc:
             log.info("rejected webhook body", reason=_validation_reason(exc), size=len(body))
             return JSONResponse({"detail": "The body is not a Telegram Update."}, status_code=400)
-        try:
-            update.event_type  # noqa: B018 - raises for a type this aiogram does not know
-        except UpdateTypeLookupError:
+        if not _known_type(update):
             # Newer than our aiogram: nothing can handle it, and a retry would not change that.
             log.info("update of an unknown type acknowledged", update_id=update.update_id)
             return Response(status_code=200)
@@ -132,6 +129,16 @@ def _asgi_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> ASGIApp
         await response(scope, receive, send)
 
     return app
+
+
+# The update types this aiogram knows: the fields of Update but its id. Checked directly
+# rather than through ``Update.event_type``, whose cache hashes the whole frozen update
+# (~9 us of the inbox's acknowledgement).
+_UPDATE_TYPES = tuple(name for name in Update.model_fields if name != "update_id")
+
+
+def _known_type(update: Update) -> bool:
+    return any(getattr(update, name) is not None for name in _UPDATE_TYPES)
 
 
 def _secret_matches(request: Request, expected: bytes) -> bool:
