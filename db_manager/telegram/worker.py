@@ -23,6 +23,7 @@ from aiogram.client.session.base import BaseSession
 
 from db_manager.database import Database
 from db_manager.errors import ConfigError
+from db_manager.heap import freeze_startup_heap
 from db_manager.telegram.lifespan import BackgroundWork, build_bot
 from db_manager.telegram.middleware import setup_dispatcher, teardown_dispatcher
 from db_manager.telegram.settings import TelegramSettings
@@ -70,6 +71,7 @@ async def run_worker(
         await dispatcher.emit_startup(**workflow)
         try:
             await work.start()
+            freeze_startup_heap()
             log.info("inbox worker process ready", bot_id=bot.id, workers=work.workers)
             await stop.wait()
             log.info("inbox worker process draining", deadline=settings.drain_timeout)
