@@ -226,6 +226,14 @@ _CLAIM = (
     .values(status=literal_column("'done'"), finished_at=bindparam("p_now"))
     .returning(_T.update_id, _T.payload, _T.attempts, _T.chat_key)
 )
+# A failed attempt: its count, the row's next state, the error.
+_FAILURE_VALUES: dict[str, Any] = {
+    "attempts": bindparam("p_attempts"),
+    "status": bindparam("p_status"),
+    "next_attempt_at": bindparam("p_next_attempt_at"),
+    "last_error": bindparam("p_last_error"),
+    "finished_at": bindparam("p_finished_at"),
+}
 _RECORD_FAILURE = (
     update(_T)
     .where(
@@ -234,13 +242,7 @@ _RECORD_FAILURE = (
         _T.status == PENDING,
         _T.attempts == bindparam("p_seen_attempts"),
     )
-    .values(
-        attempts=bindparam("p_attempts"),
-        status=bindparam("p_status"),
-        next_attempt_at=bindparam("p_next_attempt_at"),
-        last_error=bindparam("p_last_error"),
-        finished_at=bindparam("p_finished_at"),
-    )
+    .values(_FAILURE_VALUES)
 )
 
 
@@ -248,13 +250,7 @@ _RECORD_FAILURE = (
 _FAIL_LOCKED = (
     update(_T)
     .where(_T.bot_id == bindparam("p_bot_id"), _T.update_id == bindparam("p_update_id"))
-    .values(
-        attempts=bindparam("p_attempts"),
-        status=bindparam("p_status"),
-        next_attempt_at=bindparam("p_next_attempt_at"),
-        last_error=bindparam("p_last_error"),
-        finished_at=bindparam("p_finished_at"),
-    )
+    .values(_FAILURE_VALUES)
 )
 
 
