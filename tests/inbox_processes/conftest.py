@@ -10,7 +10,7 @@ import pytest
 
 from db_manager import DatabaseSettings
 
-from .helpers import ForkServer, InboxProcess, Observer, app_database, create_tables
+from .helpers import ForkServer, InboxMode, InboxProcess, Observer, app_database, create_tables
 
 
 @pytest.fixture
@@ -55,3 +55,10 @@ def processes(forkserver: ForkServer) -> Iterator[Callable[..., InboxProcess]]:
     finally:
         for process in made:
             process.cleanup()
+
+
+@pytest.fixture
+def inbox_mode(inbox_db: str, processes: Callable[..., InboxProcess]) -> InboxMode:
+    """``await inbox_mode.start(count)``: processes in inbox mode (4 workers each) on
+    ``inbox_db``, all with the same settings (``inbox_mode.database``)."""
+    return InboxMode(app_database(inbox_db), processes)

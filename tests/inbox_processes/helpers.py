@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.pool import NullPool
 from db_manager import DatabaseSettings
 from db_manager.telegram.inbox import TelegramInboxItem
 from db_manager.telegram.store import TelegramUpdate
-from tests.support.postgres import PG_HOST, PG_PORT, PG_USER, pg_connect
+from tests.support.postgres import pg_connect, pg_settings
 from tests.support.processes import child_env
 from tests.support.served import Served
 from tests.support.updates import encode, message_update, secret_header
@@ -43,19 +44,12 @@ def app_database(database: str, **overrides: Any) -> DatabaseSettings:
     """The child's settings: its own ``application_name`` (to find its backends), no
     ``create_tables`` (the test made them), a pool that fits 8 workers plus the webhook."""
     values: dict[str, Any] = {
-        "driver": "postgresql+asyncpg",
-        "host": PG_HOST,
-        "port": PG_PORT,
-        "user": PG_USER,
-        "database": database,
-        "connect_timeout": 3.0,
         "create_tables": False,
         "pool_size": 8,
         "max_overflow": 4,
         "application_name": f"inbox_{uuid.uuid4().hex[:10]}",
     }
-    values.update(overrides)
-    return DatabaseSettings(**values)
+    return pg_settings(database, **{**values, **overrides})
 
 
 async def create_tables(settings: DatabaseSettings) -> None:
@@ -146,6 +140,7 @@ class InboxProcess(Served):
     by ``forkserver`` when given (fast), else ``python -m uvicorn ... --factory``."""
 
     process: Any
+    live_interval = 0.05
 
     def __init__(
         self,
@@ -162,21 +157,11 @@ class InboxProcess(Served):
         self.bot = bot
         self.forkserver = forkserver
 
-    def start(self, timeout: float = 40) -> None:
+    def launch(self) -> None:
         if self.forkserver is None:
-            super().start(timeout)
-            return
-        self.process = self.forkserver.spawn(self.env, self.port, self.log)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited ({self.process.returncode}):\n{self.output()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/health/live", timeout=2).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{self.output()}")
-            time.sleep(0.05)
+            super().launch()
+        else:
+            self.process = self.forkserver.spawn(self.env, self.port, self.log)
 
     @property
     def pid(self) -> int:
@@ -219,6 +204,29 @@ class InboxProcess(Served):
     async def start_async(self, timeout: float = 40) -> None:
         """:meth:`start` off the event loop (it polls with a blocking client)."""
         await asyncio.to_thread(self.start, timeout)
+
+
+# The bot settings of the load tests (crash, terminated backends): inbox mode, 4 workers.
+INBOX_MODE: dict[str, Any] = {
+    "processing": "inbox",
+    "workers": 4,
+    "poll_interval": 0.5,
+    "retry_base": 0.2,
+}
+
+
+@dataclass
+class InboxMode:
+    """App processes in :data:`INBOX_MODE` on one database (the ``inbox_mode`` fixture)."""
+
+    database: DatabaseSettings
+    make: Callable[..., InboxProcess]  # the ``processes`` fixture: each is killed at the end
+
+    async def start(self, count: int) -> list[InboxProcess]:
+        """``count`` processes on :attr:`database`, started side by side."""
+        apps = [self.make(self.database, dict(INBOX_MODE)) for _ in range(count)]
+        await asyncio.gather(*(app.start_async() for app in apps))
+        return apps
 
 
 def output_lines(output: str, marker: str) -> list[int]:
@@ -290,6 +298,47 @@ def poster(port: int) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=30),
         connector=aiohttp.TCPConnector(limit=60),
     )
+
+
+async def post_during(
+    disruption: Callable[[], Coroutine[Any, Any, None]],
+    ports: list[int],
+    expected: dict[int, int],
+    seen: Deliveries,
+    observer: Observer,
+    *,
+    batch: int,
+    ahead: int,
+    timeout: float,
+) -> float:
+    """Post ``expected`` (``update_id -> chat_id``, in that order) to the apps on ``ports`` as
+    Telegram does while ``disruption()`` runs beside; once all are acknowledged, wait up to
+    ``timeout`` seconds for it to end. Returns the ``time.monotonic()`` of the last
+    acknowledgement.
+
+    A batch of ``batch`` updates is posted once the batch before it is acknowledged, and only
+    while at most ``ahead`` acknowledged updates wait to be applied; the n-th post of a batch
+    goes to ``ports[n % len(ports)]`` first (:func:`deliver` retries it on the next one)."""
+    bodies = {update_id: chat_update(update_id, chat) for update_id, chat in expected.items()}
+    ids = list(bodies)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(poster(port)) for port in ports]
+        task = asyncio.create_task(disruption())
+        try:
+            for start in range(0, len(ids), batch):
+                while len(seen.acknowledged) - await observer.applied_count() > ahead:
+                    await asyncio.sleep(0.05)
+                await asyncio.gather(
+                    *(
+                        deliver(clients, update_id, bodies[update_id], seen, first=n % len(ports))
+                        for n, update_id in enumerate(ids[start : start + batch])
+                    )
+                )
+            posted = time.monotonic()
+            await asyncio.wait_for(task, timeout)
+        finally:
+            task.cancel()
+    return posted
 
 
 def client_for(port: int, *, timeout: float = 30.0) -> httpx.AsyncClient:

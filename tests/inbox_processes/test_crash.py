@@ -14,20 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 
-from .helpers import (
-    Deliveries,
-    InboxProcess,
-    Observer,
-    app_database,
-    chat_update,
-    check_exactly_once_in_chat_order,
-    deliver,
-    poster,
-)
+from .helpers import Deliveries, InboxMode, Observer, check_exactly_once_in_chat_order, post_during
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -41,17 +31,12 @@ AHEAD = 600
 
 
 async def test_sigkill_of_one_of_two_processes_loses_and_doubles_nothing(
-    inbox_db: str, observer: Observer, processes: Callable[..., InboxProcess]
+    observer: Observer, inbox_mode: InboxMode
 ) -> None:
-    bot = {"processing": "inbox", "workers": 4, "poll_interval": 0.5, "retry_base": 0.2}
-    database = app_database(inbox_db)
-    a = processes(database, bot)
-    b = processes(database, bot)
-    await asyncio.gather(a.start_async(), b.start_async())
+    a, b = await inbox_mode.start(2)
     first_pids = {a.pid, b.pid}
 
     expected = {FIRST_UPDATE_ID + n: 2_000_000 + n % CHATS for n in range(UPDATES)}
-    bodies = {update_id: chat_update(update_id, chat) for update_id, chat in expected.items()}
     seen = Deliveries()
     kill_at = UPDATES // 3
     figures: dict[str, float] = {}
@@ -75,25 +60,11 @@ async def test_sigkill_of_one_of_two_processes_loses_and_doubles_nothing(
         figures["acknowledged_at_restart"] = len(seen.acknowledged)
 
     started = time.monotonic()
-    async with poster(a.port) as to_a, poster(b.port) as to_b:
-        clients = [to_a, to_b]
-        killer = asyncio.create_task(kill_and_restart())
-        try:
-            ids = list(expected)
-            for start in range(0, UPDATES, BATCH):
-                while len(seen.acknowledged) - await observer.applied_count() > AHEAD:
-                    await asyncio.sleep(0.05)
-                batch = ids[start : start + BATCH]
-                await asyncio.gather(
-                    *(
-                        deliver(clients, update_id, bodies[update_id], seen, first=n % 2)
-                        for n, update_id in enumerate(batch)
-                    )
-                )
-            posted = time.monotonic() - started
-            await asyncio.wait_for(killer, 60)
-        finally:
-            killer.cancel()
+    ports = [a.port, b.port]
+    acknowledged = await post_during(
+        kill_and_restart, ports, expected, seen, observer, batch=BATCH, ahead=AHEAD, timeout=60
+    )
+    posted = acknowledged - started
     assert killed.is_set()
     assert seen.acknowledged == set(expected)
 

@@ -11,20 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
-from .helpers import (
-    Deliveries,
-    InboxProcess,
-    Observer,
-    app_database,
-    chat_update,
-    check_exactly_once_in_chat_order,
-    deliver,
-    poster,
-)
+from .helpers import Deliveries, InboxMode, Observer, check_exactly_once_in_chat_order, post_during
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -37,13 +27,10 @@ BOUND = 45.0  # seconds after the last post by which everything must be applied
 
 
 async def test_terminated_backends_lose_and_double_nothing_and_processing_resumes(
-    inbox_db: str, observer: Observer, processes: Callable[..., InboxProcess]
+    observer: Observer, inbox_mode: InboxMode
 ) -> None:
-    database = app_database(inbox_db)
-    bot = {"processing": "inbox", "workers": 4, "poll_interval": 0.5, "retry_base": 0.2}
-    app = processes(database, bot)
-    await app.start_async()
-    name = database.application_name
+    (app,) = await inbox_mode.start(1)
+    name = inbox_mode.database.application_name
 
     expected = {FIRST_UPDATE_ID + n: 3_000_000 + n % CHATS for n in range(UPDATES)}
     seen = Deliveries()
@@ -56,24 +43,16 @@ async def test_terminated_backends_lose_and_double_nothing_and_processing_resume
             cuts.append((applied, await observer.terminate_app_backends(name)))
 
     started = time.monotonic()
-    async with poster(app.port) as client:
-        cutter = asyncio.create_task(cut_connections())
-        try:
-            ids = list(expected)
-            for start in range(0, UPDATES, CHATS):
-                while len(seen.acknowledged) - await observer.applied_count() > AHEAD:
-                    await asyncio.sleep(0.05)
-                await asyncio.gather(
-                    *(
-                        deliver([client], update_id, chat_update(update_id, chat), seen)
-                        for update_id in ids[start : start + CHATS]
-                        for chat in [expected[update_id]]
-                    )
-                )
-            posted = time.monotonic()
-            await asyncio.wait_for(cutter, BOUND)
-        finally:
-            cutter.cancel()
+    posted = await post_during(
+        cut_connections,
+        [app.port],
+        expected,
+        seen,
+        observer,
+        batch=CHATS,
+        ahead=AHEAD,
+        timeout=BOUND,
+    )
     assert seen.acknowledged == set(expected)
     assert len(cuts) == len(CUT_AT) and all(count > 0 for _, count in cuts), cuts
 

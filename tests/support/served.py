@@ -41,6 +41,9 @@ def database_env(settings: DatabaseSettings) -> dict[str, str]:
 class Served:
     """``uvicorn <factory> --factory`` on a free port; ``start`` waits for ``/health/live``."""
 
+    #: Seconds between two ``/health/live`` probes while :meth:`start` waits for the child.
+    live_interval = 0.1
+
     def __init__(self, factory: str, *, env: dict[str, str]) -> None:
         self.factory = factory
         self.env = env
@@ -50,6 +53,12 @@ class Served:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 40) -> None:
+        """:meth:`launch` the child, then :meth:`wait_live`."""
+        self.launch()
+        self.wait_live(timeout)
+
+    def launch(self) -> None:
+        """Start ``python -m uvicorn`` in a session of its own, its output in :attr:`log`."""
         command = [
             sys.executable, "-m", "uvicorn", self.factory, "--factory",
             "--host", "127.0.0.1", "--port", str(self.port),
@@ -63,16 +72,22 @@ class Served:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def wait_live(self, timeout: float) -> None:
+        """Until ``/health/live`` answers 200; an error with the child's output if the child
+        exits first or does not answer within ``timeout`` seconds."""
+        process = self.process
+        assert process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited ({self.process.returncode}):\n{self.output()}")
+            if process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited ({process.returncode}):\n{self.output()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base_url}/health/live", timeout=2).status_code == 200:
                     return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"uvicorn did not start:\n{self.output()}")
-            time.sleep(0.1)
+            time.sleep(self.live_interval)
 
     def stop(self, timeout: float = 20) -> None:
         process, self.process = self.process, None
