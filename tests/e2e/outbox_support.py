@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -30,6 +31,8 @@ __all__ = [
     "recorded",
     "started",
 ]
+
+C = TypeVar("C")
 
 # The sender's flood limits, loose enough that a test of a few messages per chat is not
 # paced by the 1 s of a private chat (the limits themselves have tests of their own), and
@@ -59,17 +62,9 @@ async def recorded(
     session: RecordingSession, name: str, count: int = 1, *, timeout: float = 10.0
 ) -> list[RecordedRequest]:
     """The ``name`` calls the session recorded, once there are at least ``count``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        calls = session.calls(name)
-        if len(calls) >= count:
-            return calls
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"expected {count} {name} call(s) within {timeout} s, got {len(calls)}; "
-                f"all calls: {session.method_names}"
-            )
-        await asyncio.sleep(0.005)
+    return await _at_least(
+        lambda: session.calls(name), count, timeout, name, lambda: session.method_names
+    )
 
 
 async def started(session: RecordingSession, *, timeout: float = 10.0) -> None:
@@ -109,14 +104,32 @@ async def delivered(
     timeout: float = 10.0,
 ) -> list[Call]:
     """The ``method`` calls the fake answered ok (to ``chat_id``), once at least ``count``."""
+    return await _at_least(
+        lambda: fake.delivered(method, chat_id),
+        count,
+        timeout,
+        f"delivered {method}",
+        lambda: [(c.method, c.status) for c in fake.calls],
+    )
+
+
+async def _at_least(
+    look: Callable[[], list[C]],
+    count: int,
+    timeout: float,
+    what: str,
+    every_call: Callable[[], object],
+) -> list[C]:
+    """``look()`` once it returns at least ``count`` ``what`` calls, polled every 5 ms; past
+    ``timeout`` seconds an ``AssertionError`` that shows ``every_call()``."""
     deadline = time.monotonic() + timeout
     while True:
-        calls = fake.delivered(method, chat_id)
+        calls = look()
         if len(calls) >= count:
             return calls
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"expected {count} delivered {method} call(s) within {timeout} s, got "
-                f"{len(calls)}; all calls: {[(c.method, c.status) for c in fake.calls]}"
+                f"expected {count} {what} call(s) within {timeout} s, got {len(calls)}; "
+                f"all calls: {every_call()}"
             )
         await asyncio.sleep(0.005)

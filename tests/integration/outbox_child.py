@@ -19,20 +19,18 @@ import sys
 
 from db_manager import Database
 from db_manager.notify import Notifications
-from db_manager.telegram import TelegramSettings, build_bot
+from db_manager.telegram import build_bot
 from db_manager.telegram.outbox import OutboxSender
+from tests.integration.outbox_helpers import bot_settings
 from tests.support.postgres import pg_settings
-
-TOKEN = "123456:TEST-outbox-child"
 
 
 async def main(args: argparse.Namespace) -> None:
     database = Database(pg_settings(args.database, create_tables=False))
     await database.start()
-    settings = TelegramSettings(
-        token=TOKEN,
-        webhook_secret="s",
-        api_server=args.api_server,
+    # The test bot (its id is the crash test's BOT_ID), a slower poll and retry backoff.
+    settings = bot_settings(
+        args.api_server,
         private_chat_rate=args.private_rate,
         group_chat_rate=args.private_rate,
         bot_rate=args.bot_rate,

@@ -10,23 +10,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiogram import Bot
 from aiogram.methods import AnswerCallbackQuery, SendMessage, SendPhoto
 from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy import func, select, update
 
 from db_manager import Database, UnitOfWork
-from db_manager.telegram import TelegramSettings, build_bot
 from db_manager.telegram.outbox import (
     Outbox,
     OutboxError,
     OutboxMessage,
-    OutboxSender,
     chat_of,
     enqueue,
     load_method,
@@ -34,116 +31,24 @@ from db_manager.telegram.outbox import (
     purge_sent,
     retry_dead,
 )
+from tests.integration.outbox_helpers import (
+    BOT_ID,
+    rows,
+    running_sender,
+    sent_texts,
+    settled,
+    started_database,
+    until,
+)
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.postgres import pg_settings, sqlite_settings
 from tests.support.waiting import wait_for
 
-TOKEN = "123456:TEST-outbox-secret-token"
-BOT_ID = 123456
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBotApi]:
-    async with FakeBotApi() as server:
-        yield server
-
-
-@pytest.fixture
-async def pg_db(pg_database: str) -> AsyncIterator[Database[UnitOfWork]]:
-    database = Database(pg_settings(pg_database))
-    await database.start()
-    await database.create_all()
-    try:
-        yield database
-    finally:
-        await database.dispose()
-
 
 @pytest.fixture
 async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database[UnitOfWork]]:
-    database = Database(sqlite_settings(tmp_path / "outbox.sqlite3"))
-    await database.start()
-    await database.create_all()
-    try:
+    async with started_database(sqlite_settings(tmp_path / "outbox.sqlite3")) as database:
         yield database
-    finally:
-        await database.dispose()
-
-
-def bot_settings(fake: FakeBotApi, **overrides: Any) -> TelegramSettings:
-    values: dict[str, Any] = {
-        "token": TOKEN,
-        "webhook_secret": "s",
-        "api_server": fake.base_url,
-        "poll_interval": 0.2,
-        "retry_base": 0.05,
-        "retry_max": 0.2,
-    }
-    values.update(overrides)
-    return TelegramSettings(**values)
-
-
-class Running:
-    """A started sender and its bot; stopped (and the bot's session closed) on exit."""
-
-    def __init__(self, sender: OutboxSender, bot: Bot) -> None:
-        self.sender = sender
-        self.bot = bot
-
-    async def __aenter__(self) -> OutboxSender:
-        await self.sender.start()
-        return self.sender
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.sender.stop(2.0)
-        await self.bot.session.close()
-
-
-def running_sender(
-    database: Database[UnitOfWork],
-    fake: FakeBotApi,
-    *,
-    on_forbidden: Callable[[int, str], Awaitable[None]] | None = None,
-    max_in_flight: int = 8,
-    **overrides: Any,
-) -> Running:
-    settings = bot_settings(fake, **overrides)
-    bot = build_bot(settings)
-    sender = OutboxSender(
-        bot, database.engine, settings, on_forbidden=on_forbidden, max_in_flight=max_in_flight
-    )
-    return Running(sender, bot)
-
-
-async def rows(database: Database[UnitOfWork]) -> list[OutboxMessage]:
-    async with database.uow_factory() as uow:
-        result = await uow.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
-        return list(result)
-
-
-def sent_texts(fake: FakeBotApi, chat_id: int | None = None) -> list[str]:
-    return [
-        call.params["text"]
-        for call in fake.calls
-        if call.method == "sendMessage"
-        and (chat_id is None or call.params.get("chat_id") == chat_id)
-    ]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    async def check() -> bool:
-        return condition()
-
-    return await wait_for(check, timeout, interval=0.02)
-
-
-async def settled(database: Database[UnitOfWork], *, timeout: float = 10.0) -> bool:
-    """True once no row is pending."""
-
-    async def check() -> bool:
-        return all(row.status != "pending" for row in await rows(database))
-
-    return await wait_for(check, timeout, interval=0.05)
 
 
 # -- commit or roll back with the handler -----------------------------------------------------
@@ -421,6 +326,7 @@ async def test_a_429_without_a_chat_pauses_the_whole_bot(
         async with pg_db.uow_factory() as uow:
             await enqueue(uow, BOT_ID, AnswerCallbackQuery(callback_query_id="cq", text="x"))
         await fake.wait_calls(1, "answerCallbackQuery")
+
         # The fake records a call before it answers: wait until the sender has the 429
         # (the row's first attempt recorded; the pause is taken before that).
         async def refused_recorded() -> bool:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +17,13 @@ from sqlalchemy import func, select
 
 from db_manager import Database, UnitOfWork
 from db_manager.telegram.outbox import OutboxMessage, enqueue
-from tests.integration.outbox_child import TOKEN
+from tests.integration.outbox_helpers import BOT_ID
 from tests.support.fake_bot_api import FakeBotApi
-from tests.support.postgres import pg_settings
 from tests.support.processes import REPO_ROOT, child_env
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.postgres]
 
-BOT_ID = int(TOKEN.split(":")[0])
 CHATS = 100
 PER_CHAT = 5
 IN_FLIGHT = 8
@@ -37,17 +35,6 @@ def fake() -> Iterator[FakeBotApi]:
     # A little latency per call, so that several calls are in flight when the kill comes.
     with FakeBotApi(latency=0.01) as server:
         yield server
-
-
-@pytest.fixture
-async def pg_db(pg_database: str) -> AsyncIterator[Database[UnitOfWork]]:
-    database = Database(pg_settings(pg_database))
-    await database.start()
-    await database.create_all()
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def start_child(database: str, fake: FakeBotApi, log: Path) -> subprocess.Popen[bytes]:

@@ -10,11 +10,12 @@ from aiogram.methods import SendMessage
 
 from db_manager import Database, UnitOfWork
 from db_manager.telegram.outbox import enqueue
-from tests.integration.test_outbox import (
+from tests.integration.outbox_helpers import (
     BOT_ID,
     running_sender,
     sent_texts,
     settled,
+    started_database,
     until,
 )
 from tests.support.fake_bot_api import FakeBotApi, max_per_window, min_gap_per_chat
@@ -24,21 +25,10 @@ pytestmark = [pytest.mark.postgres]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeBotApi]:
-    async with FakeBotApi() as server:
-        yield server
-
-
-@pytest.fixture
 async def pg_db(pg_database: str) -> AsyncIterator[Database[UnitOfWork]]:
     # Room for 16 sends in flight besides the test's own connections.
-    database = Database(pg_settings(pg_database, pool_size=20))
-    await database.start()
-    await database.create_all()
-    try:
+    async with started_database(pg_settings(pg_database, pool_size=20)) as database:
         yield database
-    finally:
-        await database.dispose()
 
 
 async def test_300_private_chats_at_the_default_limits(

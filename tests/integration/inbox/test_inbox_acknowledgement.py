@@ -19,13 +19,9 @@ from tests.support.scenario_app import (
 from tests.support.updates import message_update, next_update_id
 from tests.support.waiting import wait_for
 
+from .inbox_helpers import INBOX, marks_are, noop
+
 pytestmark = pytest.mark.postgres
-
-INBOX = "db_manager__telegram_inbox"
-
-
-async def noop(run: Run) -> None:
-    return None
 
 
 async def slow(run: Run) -> None:
@@ -70,13 +66,9 @@ async def test_a_failing_commit_gets_no_2xx_and_leaves_no_row(pg_database: str) 
         fine = message_update("noop", update_id=next_update_id())
         assert (await post_update(client, fine)).status_code == 200
         engine: AsyncEngine = app.state.engine
-        assert await wait_for(lambda: _marks_are(engine, "noop", 1), timeout=30)
+        assert await wait_for(lambda: marks_are(engine, "noop", 1), timeout=30)
         assert await count_marks(engine, "refuse-at-commit") == 0
     assert await inbox_rows(pg_database, refused["update_id"]) == []
-
-
-async def _marks_are(engine: AsyncEngine, kind: str, expected: int) -> bool:
-    return await count_marks(engine, kind) == expected
 
 
 async def test_twenty_concurrent_deliveries_leave_one_row_and_one_application(

@@ -16,9 +16,7 @@ from tests.support.scenario_app import Mark, Run, post_update, scenario_app, tel
 from tests.support.updates import message_update, next_update_id
 from tests.support.waiting import wait_for
 
-
-async def noop(run: Run) -> None:
-    return None
+from .inbox_helpers import noop
 
 
 async def slow(run: Run) -> None:

@@ -29,9 +29,10 @@ from tests.support.scenario_app import (
 from tests.support.updates import BOT_TOKEN, WEBHOOK_SECRET, message_update, next_update_id
 from tests.support.waiting import wait_for
 
+from .inbox_helpers import INBOX, marks_are, noop
+
 pytestmark = pytest.mark.postgres
 
-INBOX = "db_manager__telegram_inbox"
 A_METHOD = SendMessage(chat_id=1, text="x")
 
 
@@ -60,10 +61,6 @@ async def inbox_row(database: str, update_id: int) -> dict[str, Any]:
     )
     assert len(rows) == 1, rows
     return dict(rows[0])
-
-
-async def marks_are(engine: AsyncEngine, kind: str, expected: int) -> bool:
-    return await count_marks(engine, kind) == expected
 
 
 async def app_command(database: str, *args: str) -> tuple[int, str, str]:
@@ -131,9 +128,6 @@ async def test_a_bug_ends_dead_later_updates_go_on_and_an_operator_retries_it(
         calls += 1
         if broken:
             raise ValueError("bug in the handler")
-
-    async def noop(run: Run) -> None:
-        return None
 
     app = scenario_app(
         pg_settings(pg_database),
