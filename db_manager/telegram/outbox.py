@@ -31,8 +31,9 @@ handler's writes. :class:`OutboxSender` delivers committed rows:
   connection budget, or give the sender an engine of its own. SQLite: one process, the same logic without row locks (the write lock
   is taken only to mark a row, never during the HTTP call).
 * **Flood limits** - per sender process: ``private_chat_rate`` per private chat,
-  ``group_chat_rate`` per group or channel, ``bot_rate`` for the bot (sliding windows with
-  a margin of 0.1 s for jitter). A 429 pauses exactly what it names: the row's chat for
+  ``group_chat_rate`` per group or channel, ``bot_rate`` for the bot (sliding windows in
+  which a call counts from its start until its answer is back, so no network or event-loop
+  delay can put more into one second at Telegram's end). A 429 pauses exactly what it names: the row's chat for
   ``retry_after`` seconds (its row is retried then, other chats go on), or the whole bot
   when the call has no chat.
 * **Failures** - a network error, a 5xx or an undecodable answer is retried with
@@ -426,26 +427,28 @@ _MARK_DEAD = (
     )
 )
 
-# Added to every flood-control window: the Bot API sees our calls with the jitter of the
-# network and of our own event loop, so a window kept to the microsecond here looks short
-# there. 40 ms was not enough on a loaded host (32 calls in one second at the receiver,
-# bench/outbox.py); 100 ms costs 9% of the bot rate (27.3/s of 30).
-_WINDOW_MARGIN = 0.1
+# Flood control counts a call from its start until its answer came back: Telegram receives
+# it somewhere in between, however late the network or our event loop delivers it. A
+# window kept on start times alone needs a guess of that delay (40 ms, then 100 ms, were
+# both beaten on a loaded host: 32 and 33 calls in one second at the receiver). This is
+# only clock granularity.
+_WINDOW_MARGIN = 0.01
 _ERROR_LENGTH = 500
 # SQLite: the sender's reads take no write lock (db_manager._sqlite); ignored elsewhere.
 _READ: Final[dict[str, Any]] = {SQLITE_BEGIN_OPTION: SQLITE_FIRST_WRITE}
 _PG_CLAIMERS = 8  # at most; half of max_in_flight
+_ANSWER_POLL = 0.005  # seconds between looks while the window waits for an answer
 
 
 class _Window:
-    """At most ``count`` sends in any ``seconds``: the times of the recent ones, a place
+    """At most ``count`` claims in any ``seconds``: the times of the recent ones, a place
     reserved before a claim and given back if the claim finds nothing."""
 
     __slots__ = ("count", "seconds", "times")
 
     def __init__(self, rate: float) -> None:
         self.count = max(1, int(rate))
-        self.seconds = self.count / rate + _WINDOW_MARGIN
+        self.seconds = self.count / rate
         self.times: deque[float] = deque()
 
     def next_allowed(self, now: float) -> float:
@@ -463,6 +466,42 @@ class _Window:
     def give_back(self, reserved: float) -> None:
         with contextlib.suppress(ValueError):
             self.times.remove(reserved)
+
+
+class _SendWindow:
+    """At most ``count`` calls that Telegram can see in any ``seconds``.
+
+    A call may reach Telegram at any moment between its start and its answer, so it holds
+    its place from its start until ``seconds`` after its answer. A new call starts only
+    when fewer than ``count`` earlier calls could still share a window with it.
+    """
+
+    __slots__ = ("answered", "count", "open", "seconds")
+
+    def __init__(self, rate: float) -> None:
+        self.count = max(1, int(rate))
+        self.seconds = self.count / rate + _WINDOW_MARGIN
+        self.answered: deque[float] = deque()  # answer times, in order
+        self.open = 0  # started, not answered yet
+
+    def next_allowed(self, now: float) -> float | None:
+        """When a call may start; None: only once a call in flight is answered."""
+        answered = self.answered
+        while answered and answered[0] <= now - self.seconds:
+            answered.popleft()
+        excess = len(answered) + self.open - self.count
+        if excess < 0:
+            return now
+        if excess >= len(answered):
+            return None
+        return answered[excess] + self.seconds
+
+    def start(self) -> None:
+        self.open += 1
+
+    def finish(self, now: float) -> None:
+        self.open -= 1
+        self.answered.append(now)
 
 
 @dataclass(slots=True)
@@ -525,7 +564,7 @@ class OutboxSender:
         # The bot's window twice: places reserved before a claim (so no more claims run than
         # may be sent), and the send times themselves, kept at the moment of the HTTP call.
         self._bot_window = _Window(settings.bot_rate)
-        self._send_window = _Window(settings.bot_rate)
+        self._send_window = _SendWindow(settings.bot_rate)
         self._bot_paused_until = 0.0
         self._chat_next: dict[int, float] = {}
         self._chat_gap = {
@@ -766,11 +805,20 @@ class OutboxSender:
         pause holds (one may have come in after this row's claim), and take the place."""
         while True:
             now = time.monotonic()
-            ready = max(self._bot_paused_until, self._send_window.next_allowed(now))
+            allowed = self._send_window.next_allowed(now)
+            ready = max(self._bot_paused_until, now + _ANSWER_POLL if allowed is None else allowed)
             if ready <= now:
-                self._send_window.reserve(now)
+                self._send_window.start()
                 return
             await asyncio.sleep(ready - now)
+
+    def _answered(self, job: _Job) -> None:
+        """The call's answer is back (or it failed): its places in the windows run from now."""
+        now = time.monotonic()
+        self._send_window.finish(now)
+        gap = self._chat_gap.get(job.chat_kind)
+        if job.chat_key is not None and gap is not None:
+            self._chat_next[job.chat_key] = max(self._chat_next.get(job.chat_key, 0.0), now + gap)
 
     async def _deliver(self, job: _Job) -> _Outcome:
         """Call the Bot API; the row's next state from the answer."""
@@ -778,7 +826,10 @@ class OutboxSender:
         try:
             method = load_method(job.method, job.payload)
             await self._pace()
-            await self.bot(method)
+            try:
+                await self.bot(method)
+            finally:
+                self._answered(job)
         except TelegramRetryAfter as exc:
             pause = max(1.0, float(exc.retry_after))
             self._pause(job, pause)
