@@ -40,7 +40,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import socket
 import statistics
 import sys
@@ -74,6 +73,8 @@ from bench.common import (
     bench_database,
 )
 from bench.inprocess import AsgiClient
+from bench.load import can_pin, free_port
+from bench.loadgen import read_response
 from bench.wire import WireCounter
 from db_manager import Base, UnitOfWork
 from db_manager.fastapi import database_lifespan, install_error_handlers
@@ -262,16 +263,6 @@ def _forkserver() -> Any:
     return _context
 
 
-def can_pin() -> bool:
-    return shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
     """One server process, forked from the pre-imported forkserver."""
 
@@ -422,14 +413,7 @@ async def drive(
                 update_id = next(ids)
                 began = time.perf_counter()
                 writer.write(request_bytes(update_id, text))
-                head = await reader.readuntil(b"\r\n\r\n")
-                status = int(head[9:12])
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                if length:
-                    await reader.readexactly(length)
+                status = await read_response(reader)
                 result.statuses[status] += 1
                 if status == 200:
                     result.latencies.append(time.perf_counter() - began)

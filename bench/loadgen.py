@@ -24,6 +24,18 @@ BODY = (
 )
 
 
+async def read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (head and ``Content-Length`` body); its status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return int(head[9:12])
+
+
 def request_maker(args: list[str]) -> Callable[[int], bytes]:
     mode, path = args[0], args[1]
     base = int(args[2]) if len(args) > 2 else 0
@@ -70,14 +82,7 @@ async def run(port: int, connections: int, seconds: float, args: list[str]) -> d
                 counter += 1
                 began = time.perf_counter()
                 writer.write(make(counter))
-                head = await reader.readuntil(b"\r\n\r\n")
-                status = int(head[9:12])
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                if length:
-                    await reader.readexactly(length)
+                status = await read_response(reader)
                 latencies.append(time.perf_counter() - began)
                 if status >= 400:
                     errors["status"] += 1
