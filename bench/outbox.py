@@ -33,7 +33,8 @@ from sqlalchemy import Table, delete, select
 from bench.common import Target, bench_database
 from db_manager import Base, Database
 from db_manager.telegram import TelegramSettings, build_bot
-from db_manager.telegram.outbox import Outbox, OutboxMessage, OutboxSender
+from db_manager.telegram.outbox import Outbox, OutboxMessage
+from db_manager.telegram.sender import OutboxSender
 from tests.support.fake_bot_api import FakeBotApi, max_per_window, min_gap_per_chat
 
 BOT_TOKEN = "123456:BENCH-outbox"

@@ -63,7 +63,8 @@ from db_manager.telegram.worker import run_worker
 
 if TYPE_CHECKING:
     from db_manager.telegram.fsm import SqlAlchemyStorage
-    from db_manager.telegram.outbox import Outbox, OutboxSender
+    from db_manager.telegram.outbox import Outbox
+    from db_manager.telegram.sender import OutboxSender
 
 __all__ = [
     "DEFAULT_WEBHOOK_MAX_BODY",
@@ -104,8 +105,12 @@ def __getattr__(name: str) -> Any:
         from db_manager.telegram.fsm import SqlAlchemyStorage
 
         return SqlAlchemyStorage
-    if name in ("Outbox", "OutboxSender"):  # the outbox table, only for apps that use it
-        from db_manager.telegram import outbox
+    if name == "Outbox":  # the outbox table, only for apps that use it
+        from db_manager.telegram.outbox import Outbox
 
-        return getattr(outbox, name)
+        return Outbox
+    if name == "OutboxSender":
+        from db_manager.telegram.sender import OutboxSender
+
+        return OutboxSender
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

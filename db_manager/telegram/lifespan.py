@@ -105,7 +105,7 @@ def telegram_lifespan(
     ``outbox`` (e.g. :class:`~db_manager.telegram.outbox.Outbox`) gives handlers an
     ``outbox`` and receives the methods they return in inbox mode; with ``[bot]
     outbox_sender`` (the default) this process also runs an
-    :class:`~db_manager.telegram.outbox.OutboxSender`, which awaits
+    :class:`~db_manager.telegram.sender.OutboxSender`, which awaits
     ``on_forbidden(chat_id, description)`` after a 403 (the user blocked the bot).
     """
 
@@ -181,7 +181,7 @@ class BackgroundWork:
 
     ``inbox``: the webhook stores updates (the :attr:`inbox` exists) and ``workers`` of
     them (default ``[bot] workers``) run here. ``outbox`` given and ``[bot] outbox_sender``
-    on (or ``sender=True``): an :class:`~db_manager.telegram.outbox.OutboxSender` runs here.
+    on (or ``sender=True``): an :class:`~db_manager.telegram.sender.OutboxSender` runs here.
     One :class:`~db_manager.notify.Notifications` connection serves both.
     """
 
@@ -216,7 +216,7 @@ class BackgroundWork:
             )
         self.sender: Any = None
         if run_sender:
-            from db_manager.telegram.outbox import OutboxSender
+            from db_manager.telegram.sender import OutboxSender
 
             self.sender = OutboxSender(
                 bot,

@@ -20,7 +20,7 @@ import sys
 from db_manager import Database
 from db_manager.notify import Notifications
 from db_manager.telegram import build_bot
-from db_manager.telegram.outbox import OutboxSender
+from db_manager.telegram.sender import OutboxSender
 from tests.integration.outbox_helpers import bot_settings
 from tests.support.postgres import pg_settings
 

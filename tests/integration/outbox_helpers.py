@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from db_manager import Database, DatabaseSettings, UnitOfWork
 from db_manager.telegram import TelegramSettings, build_bot
-from db_manager.telegram.outbox import OutboxMessage, OutboxSender
+from db_manager.telegram.outbox import OutboxMessage
+from db_manager.telegram.sender import OutboxSender
 from tests.support.waiting import wait_for
 
 if TYPE_CHECKING:
