@@ -46,8 +46,11 @@ async def test_the_sender_rides_out_a_database_outage(
                 fake.latency = 0.5  # the call is in flight when the database goes away
                 async with direct.uow_factory() as uow:
                     await enqueue(uow, BOT_ID, SendMessage(chat_id=1, text="answered during it"))
-                await fake.wait_calls(1, "sendMessage")
+                # The fake records a call once it answers: cut the database as soon as the
+                # row is claimed, so the answer comes back during the outage.
+                assert await until(lambda: sender.in_flight == 1)
                 await proxy.refuse()  # every connection cut, new ones refused
+                await fake.wait_calls(1, "sendMessage")
                 fake.latency = 0.0
                 async with direct.uow_factory() as uow:
                     await enqueue(uow, BOT_ID, SendMessage(chat_id=2, text="enqueued during it"))
