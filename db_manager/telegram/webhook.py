@@ -54,8 +54,13 @@ _T = TypeVar("_T")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _SECRET_HEADER_RAW = SECRET_HEADER.lower().encode("latin-1")
-# The empty 200 most updates get, built once: a Response holds no per-request state.
-_OK = Response(status_code=200)
+
+
+def _ok() -> Response:
+    """The empty 200 most updates get. A fresh one each time: an ASGI middleware may append
+    to the header list a Response sends, so a shared one would carry one request's headers
+    (a cookie, say) into the next."""
+    return Response(status_code=200)
 
 
 def telegram_webhook_router(
@@ -109,7 +114,7 @@ def telegram_webhook_router(
         if not _known_type(update):
             # Newer than our aiogram: nothing can handle it, and a retry would not change that.
             log.info("update of an unknown type acknowledged", update_id=update.update_id)
-            return _OK
+            return _ok()
         if runtime.inbox is not None:
             return await _store(runtime.inbox, update, body)
         return await _process(runtime, update)
@@ -184,7 +189,7 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
                 update_id=update.update_id,
                 error=summarize(exc),
             )
-            return _OK
+            return _ok()
         # A driver error's text may quote parameter values, an HTTP client's the bot token
         # (it is part of every Bot API URL).
         shown = loggable(exc, secrets=[bot.token])
@@ -195,12 +200,12 @@ async def _process(runtime: WebhookRuntime, update: Update) -> Response:
             error=redact(summarize(exc), [bot.token]),
             exc_info=True if shown is exc else shown,
         )
-        return _OK
+        return _ok()
     if outcome.transient is not None:
         # An error handler of the app swallowed the failure; the update was not applied.
         return _transient(update, outcome.transient, bot)
     if result is UNHANDLED or result is None or not isinstance(result, TelegramMethod):
-        return _OK
+        return _ok()
     return await _method_response(bot, result)
 
 
@@ -222,7 +227,7 @@ async def _store(inbox: Inbox, update: Update, body: bytes) -> Response:
         return _retry_later("The update could not be stored; retry later.", 1)
     if not stored:
         log.info("duplicate update acknowledged", update_id=update.update_id)
-    return _OK
+    return _ok()
 
 
 # Seconds a draining process asks Telegram to wait: by then another process (or this one,
@@ -331,7 +336,7 @@ async def _method_response(bot: Bot, method: TelegramMethod[Any]) -> Response:
         # Files cannot ride in a JSON webhook answer: send the method through the bot's
         # session instead (the commit already happened).
         await Dispatcher.silent_call_request(bot=bot, result=method)
-        return _OK
+        return _ok()
     return JSONResponse(payload)
 
 

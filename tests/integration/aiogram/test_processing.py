@@ -203,6 +203,34 @@ async def test_an_unhandled_update_is_acknowledged_without_a_connection(
     assert harness.session.requests == []
 
 
+async def test_each_answer_has_its_own_headers_under_a_header_adding_middleware(
+    harness: Harness,
+) -> None:
+    """An ASGI middleware that appends to the start message's header list in place adds
+    its header to one answer only: the webhook's empty 200 is not one shared Response."""
+    import httpx
+    from starlette.types import Message, Receive, Scope, Send
+
+    app = harness.app
+
+    async def appending(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_appending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"].append((b"x-request-mark", b"1"))
+            await send(message)
+
+        await app(scope, receive, send_appending)
+
+    transport = httpx.ASGITransport(app=appending)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        harness.client = client
+        answers = [await harness.post(poll_update(update_id=1030 + n)) for n in range(3)]
+
+    for answer in answers:
+        assert (answer.status_code, answer.content) == (200, b"")
+        assert answer.headers.get_list("x-request-mark") == ["1"]
+
+
 async def test_a_handler_that_does_not_touch_the_database_uses_no_connection(
     harness: Harness,
 ) -> None:
