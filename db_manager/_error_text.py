@@ -60,8 +60,9 @@ class _HiddenParameters(Exception):
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE the server (or asyncpg) gave ``exc``, if any."""
-    orig = getattr(exc, "orig", None)
+    """The SQLSTATE the server (or asyncpg) gave ``exc``, if any: a SQLAlchemy error's
+    driver exception, or a driver exception that reached us unwrapped."""
+    orig = getattr(exc, "orig", exc)
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return state if isinstance(state, str) else None
 

@@ -172,8 +172,36 @@ def is_connection_error(exc: BaseException) -> bool:
         ):
             return True
         cause = getattr(exc.orig, "__cause__", None)
-        return isinstance(cause, OSError | TimeoutError)
-    return False
+        return isinstance(cause, OSError | TimeoutError) or _driver_lost_connection(cause)
+    return _driver_lost_connection(exc)
+
+
+# asyncpg's own words for a connection that is gone; SQLAlchemy's asyncpg dialect matches
+# the first in its disconnect check.
+_CLOSED_MESSAGES = ("connection is closed", "connection was closed")
+
+
+def _driver_lost_connection(exc: BaseException | None) -> bool:
+    """An asyncpg exception that says the connection is gone or was refused for now.
+
+    SQLAlchemy wraps the driver's errors, except those of its connect-time set-up: the
+    asyncpg dialect registers its JSON codecs on each new connection (two queries) on the
+    raw connection, so a server that shuts down or terminates the backend at that moment
+    raises asyncpg's ``InterfaceError: connection is closed``, ``AdminShutdownError`` and
+    the like as they are. Matched by module and name: asyncpg is an optional dependency.
+    """
+    if exc is None or not type(exc).__module__.startswith("asyncpg."):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str) and (
+        state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_SQLSTATES
+    ):
+        return True
+    # The protocol was interrupted mid-operation ("cannot switch to state ..."): that
+    # connection is unusable, a new one is not.
+    if type(exc).__name__ == "InternalClientError":
+        return True
+    return type(exc).__name__ == "InterfaceError" and str(exc).startswith(_CLOSED_MESSAGES)
 
 
 def as_unavailable(exc: BaseException, *, during_commit: bool = False) -> DatabaseUnavailable:
