@@ -12,7 +12,7 @@ the handler's unit of work::
 
     UPDATE inbox SET status = 'done' WHERE (bot_id, update_id) = (
         SELECT ... WHERE status = 'pending' AND next_attempt_at <= now
-          AND NOT EXISTS (an earlier pending update of the same chat)
+          AND (chat_key IS NULL OR update_id = (the first pending update of its chat))
         ORDER BY update_id LIMIT 1 FOR UPDATE SKIP LOCKED)
     RETURNING ...
 
@@ -21,17 +21,20 @@ together or not at all. A crash (or a cut connection) at any moment rolls both b
 update is pending again, at once, for any worker; the dedup table is not used in this mode.
 
 Per-chat order. The chat key is aiogram's event context (the chat, else the user). An update
-is claimable only when no earlier update of its chat is pending: one being applied (locked,
-so ``SKIP LOCKED`` passes it and the ``NOT EXISTS`` holds its successors back) or one waiting
-for its retry. Different chats run in parallel; a dead update no longer holds its chat.
+is claimable only when it is the first pending update of its chat: while an earlier one is
+being applied (locked, so ``SKIP LOCKED`` passes it, and still pending to the others until
+its transaction commits) or waits for its retry, its successors are held back. Different chats run in parallel; a dead update no longer holds its chat.
 
 Retries. A transient failure (database unavailable, Bot API network error, 5xx, 429; see
 :func:`~db_manager.telegram.middleware.transient_failure`) is retried with exponential
 backoff and jitter, or after Telegram's ``retry_after``, without limit; a permanent one (a
 handler bug, a Bot API 400/403, outliving ``processing_timeout``) is retried until
 ``max_attempts`` attempts in all, then the update is ``dead`` with its error summary. The
-failure is recorded in a second short transaction after the rollback; a worker that claims
-the update in between only makes one more attempt.
+handler runs in a SAVEPOINT: a failure rolls back to it and is recorded in the claiming
+transaction, the row still locked, so no other worker retries it before its backoff. Only
+when that transaction itself is lost (the connection cut) is the failure recorded in a
+second short transaction, best effort; a worker that claims the update in between only
+makes one more attempt.
 
 Wake-up. The storing transaction sends ``NOTIFY db_manager_inbox`` (delivered at COMMIT) and
 rings the local :class:`~db_manager.notify.Wakeup`; workers also poll every
