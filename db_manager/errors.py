@@ -160,12 +160,7 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
-        state = sqlstate(exc)
-        if state is not None and (
-            state.startswith(_TRANSIENT_CLASSES)
-            or state in _TRANSIENT_SQLSTATES
-            or state in _CONFLICT_SQLSTATES
-        ):
+        if _transient_state(sqlstate(exc)):
             return True
         if isinstance(exc, sa_exc.OperationalError) and any(
             text in str(exc.orig) for text in _SQLITE_BUSY_MESSAGES
@@ -174,6 +169,14 @@ def is_connection_error(exc: BaseException) -> bool:
         cause = getattr(exc.orig, "__cause__", None)
         return isinstance(cause, OSError | TimeoutError) or _driver_lost_connection(cause)
     return _driver_lost_connection(exc)
+
+
+def _transient_state(state: str | None) -> bool:
+    return state is not None and (
+        state.startswith(_TRANSIENT_CLASSES)
+        or state in _TRANSIENT_SQLSTATES
+        or state in _CONFLICT_SQLSTATES
+    )
 
 
 # asyncpg's own words for a connection that is gone; SQLAlchemy's asyncpg dialect matches
@@ -192,10 +195,7 @@ def _driver_lost_connection(exc: BaseException | None) -> bool:
     """
     if exc is None or not type(exc).__module__.startswith("asyncpg."):
         return False
-    state = getattr(exc, "sqlstate", None)
-    if isinstance(state, str) and (
-        state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_SQLSTATES
-    ):
+    if _transient_state(sqlstate(exc)):
         return True
     # The protocol was interrupted mid-operation ("cannot switch to state ..."): that
     # connection is unusable, a new one is not.

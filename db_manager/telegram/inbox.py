@@ -23,7 +23,8 @@ update is pending again, at once, for any worker; the dedup table is not used in
 Per-chat order. The chat key is aiogram's event context (the chat, else the user). An update
 is claimable only when it is the first pending update of its chat: while an earlier one is
 being applied (locked, so ``SKIP LOCKED`` passes it, and still pending to the others until
-its transaction commits) or waits for its retry, its successors are held back. Different chats run in parallel; a dead update no longer holds its chat.
+its transaction commits) or waits for its retry, its successors are held back. Different
+chats run in parallel; a dead update no longer holds its chat.
 
 Retries. A transient failure (database unavailable, Bot API network error, 5xx, 429; see
 :func:`~db_manager.telegram.middleware.transient_failure`) is retried with exponential

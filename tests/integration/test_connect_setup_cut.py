@@ -15,7 +15,6 @@ nothing stays checked out, and the next connection works.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from db_manager import Database, DatabaseUnavailable, UnitOfWork
 from db_manager.fastapi import ReaderDep, database_lifespan, install_error_handlers
 from tests.support.asgi import running
 from tests.support.postgres import pg_connect, pg_settings
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -61,11 +61,11 @@ class TerminateAfterLogin:
             assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
         finally:
             await admin.close()
-        for _ in range(500):  # asyncpg notices the server's FATAL and the closed socket
-            if driver.is_closed():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the terminated connection still looks open")
+
+        async def closed() -> bool:  # asyncpg has seen the server's FATAL and the socket close
+            return bool(driver.is_closed())
+
+        assert await wait_for(closed, timeout=5, interval=0.01), "the connection looks open"
 
 
 @pytest.fixture
